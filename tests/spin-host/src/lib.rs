@@ -1,0 +1,23 @@
+//! A wasmtime host for Spin HTTP apps: it reads `spin.toml`, serves the
+//! components over HTTP and implements the Spin interfaces they import
+//! (`spin:postgres`, `spin:redis`, `spin:variables`) against real servers.
+//!
+//! - [`manifest`], [`variables`], `routes`, `outbound`: what `spin.toml` says.
+//! - `engine`: wasmtime configuration, compilation cache, linking.
+//! - [`app`]: one request through a fresh instance; [`server`]: HTTP serving.
+//! - `postgres`, `redis`, `state`: the Spin interfaces and per-request state.
+
+pub mod app;
+mod bindings;
+mod engine;
+pub mod manifest;
+mod outbound;
+mod postgres;
+mod redis;
+mod routes;
+pub mod server;
+mod state;
+pub mod variables;
+
+pub use app::{App, AppOptions};
+pub use server::Running;

@@ -1,0 +1,101 @@
+//! What one request's store holds, and what it shares with every other store.
+
+use crate::outbound::AllowList;
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime::component::{HasData, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// A component as configured by the manifest, resolved once at start-up.
+pub struct ComponentContext {
+    pub id: String,
+    /// Component variables with their templates expanded.
+    pub variables: HashMap<String, String>,
+    pub allowed_hosts: AllowList,
+}
+
+/// Connections shared by all instances of all components, as Spin pools them.
+pub struct Services {
+    pub postgres: crate::postgres::Pools,
+    pub redis: crate::redis::Clients,
+}
+
+/// The data of one request's store.
+pub struct HostState {
+    pub(crate) component: Arc<ComponentContext>,
+    pub(crate) services: Arc<Services>,
+    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: NoOutboundHttp,
+}
+
+impl HostState {
+    pub fn new(component: Arc<ComponentContext>, services: Arc<Services>) -> Self {
+        // Components' stdout and stderr go to the host's, as with `spin up`.
+        let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
+        Self {
+            component,
+            services,
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks: NoOutboundHttp,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// The app makes no outbound HTTP requests, and its manifest allows none.
+struct NoOutboundHttp;
+
+impl wasmtime_wasi_http::WasiHttpHooks for NoOutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let uri = request.uri().clone();
+        Box::new(async move {
+            tracing::warn!("a component tried an outbound HTTP request to {uri}, which is not permitted");
+            Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+        })
+    }
+}
+
+/// Marker through which the Spin interfaces reach a store's [`HostState`].
+pub struct Spin;
+
+impl HasData for Spin {
+    type Data<'a> = &'a mut HostState;
+}
