@@ -152,3 +152,28 @@ ensure_gitignore() {
         fi
     done
 }
+
+# The components, as spin.toml builds them, and the host.
+APP_COMPONENTS=(supervisor resources jobs)
+
+build_components() {
+    local packages=()
+    local component
+    for component in "${APP_COMPONENTS[@]}" "$@"; do packages+=(-p "$component"); done
+    log "building components: ${APP_COMPONENTS[*]} $*"
+    (cd "$(repo_root)" && cargo build --quiet --target wasm32-wasip2 --release "${packages[@]}")
+}
+
+build_host() {
+    log "building the host"
+    (cd "$(repo_root)" && cargo build --quiet --profile host -p spin-host)
+}
+
+build_app() {
+    build_components "$@"
+    build_host
+}
+
+host_binary() {
+    printf '%s/host/spin-host\n' "${CARGO_TARGET_DIR:-$(repo_root)/target}"
+}

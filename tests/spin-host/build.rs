@@ -5,7 +5,11 @@
 use std::path::{Path, PathBuf};
 
 /// The packages `wit/host.wit` imports.
-const PACKAGES: &[&str] = &["spin-postgres@4.2.0", "spin-redis@3.0.0", "spin-variables@3.0.0"];
+const PACKAGES: &[&str] = &[
+    "spin-postgres@4.2.0",
+    "spin-redis@3.0.0",
+    "spin-variables@3.0.0",
+];
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -30,7 +34,10 @@ fn spin_sdk_wit_dir(manifest_dir: &Path) -> anyhow::Result<PathBuf> {
         .find(|package| package.name.as_str() == "spin-sdk")
         .ok_or_else(|| anyhow::anyhow!("spin-sdk is not in the workspace's dependency graph"))?;
     let manifest = sdk.manifest_path.as_std_path();
-    Ok(manifest.parent().expect("a manifest has a folder").join("wit"))
+    Ok(manifest
+        .parent()
+        .expect("a manifest has a folder")
+        .join("wit"))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! The orchestrator's domain, shared by every component: pure rules, no I/O, no clock, no randomness.
 //!
 //! Components own the shell (Spin HTTP, Postgres, Redis) and call in here for every decision, so the
-//! behaviour of the contract (`/work/shared/api-contract.md`) is written once and tested natively.
+//! behaviour of the API contract is written once and tested natively.
 //! Callers pass in what a pure crate cannot get itself: the current time, random bytes, stored rows.
 
 // Errors as the client sees them, and their mapping to HTTP.

@@ -87,7 +87,8 @@ impl App {
         for (id, component) in &manifest.component {
             let context = component_context(id, component, &variables)?;
             let compiled = engine::load_component(&engine, &manifest.source_path(component))?;
-            let pre = engine::prepare(&linker, &compiled).with_context(|| format!("component {id:?}"))?;
+            let pre =
+                engine::prepare(&linker, &compiled).with_context(|| format!("component {id:?}"))?;
             index_of.insert(id.clone(), components.len());
             components.push(LoadedComponent {
                 context: Arc::new(context),
@@ -110,14 +111,21 @@ impl App {
 
     /// Routes a request to its component and runs the component's handler in
     /// a fresh instance.
-    pub async fn handle(self: &Arc<Self>, mut request: http::Request<hyper::body::Incoming>, client: SocketAddr) -> http::Response<Body> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        mut request: http::Request<hyper::body::Incoming>,
+        client: SocketAddr,
+    ) -> http::Response<Body> {
         let Some(route) = self.router.route(request.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "Not Found");
         };
         let component = &self.components[route.component];
         add_spin_headers(&mut request, &route, client);
         let (response_tx, response_rx) = oneshot::channel();
-        let store = Store::new(&self.engine, HostState::new(component.context.clone(), self.services.clone()));
+        let store = Store::new(
+            &self.engine,
+            HostState::new(component.context.clone(), self.services.clone()),
+        );
         let pre = component.pre.clone();
         let id = component.context.id.clone();
         tokio::spawn(async move {
@@ -173,13 +181,23 @@ async fn run_instance(
                 Ok(response) => response,
                 Err(code) => {
                     tracing::error!("the component answered with an error code: {code:?}");
-                    let _ = response_tx.send(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"));
+                    let _ = response_tx.send(plain(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                    ));
                     return Ok(());
                 }
             };
-            let response = accessor.with(|mut access| response.into_http(&mut access, request_io))?;
+            let response =
+                accessor.with(|mut access| response.into_http(&mut access, request_io))?;
             let (sent_tx, sent_rx) = oneshot::channel();
-            let response = response.map(|body| UntilSent { body, _sent: sent_tx }.boxed_unsync());
+            let response = response.map(|body| {
+                UntilSent {
+                    body,
+                    _sent: sent_tx,
+                }
+                .boxed_unsync()
+            });
             if response_tx.send(response).is_ok() {
                 // Resolves when the body is finished or dropped.
                 let _ = sent_rx.await;
@@ -224,17 +242,33 @@ fn add_spin_headers<B>(request: &mut http::Request<B>, route: &RouteMatch<'_>, c
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost")
         .to_owned();
-    let path_and_query = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
     let mut headers: Vec<(String, String)> = vec![
-        ("spin-full-url".into(), format!("http://{host}{path_and_query}")),
+        (
+            "spin-full-url".into(),
+            format!("http://{host}{path_and_query}"),
+        ),
         ("spin-path-info".into(), route.path_info.clone()),
         ("spin-matched-route".into(), route.raw_route.to_owned()),
         ("spin-component-route".into(), route.component_route.clone()),
-        ("spin-raw-component-route".into(), route.raw_route.to_owned()),
+        (
+            "spin-raw-component-route".into(),
+            route.raw_route.to_owned(),
+        ),
         ("spin-base-path".into(), "/".into()),
         ("spin-client-addr".into(), client.to_string()),
     ];
-    headers.extend(route.params.iter().map(|(name, value)| (format!("spin-path-match-{name}"), value.clone())));
+    headers.extend(
+        route
+            .params
+            .iter()
+            .map(|(name, value)| (format!("spin-path-match-{name}"), value.clone())),
+    );
     for (name, value) in headers {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             request.headers_mut().insert(name, value);
@@ -243,7 +277,11 @@ fn add_spin_headers<B>(request: &mut http::Request<B>, route: &RouteMatch<'_>, c
 }
 
 fn plain(status: StatusCode, text: &'static str) -> http::Response<Body> {
-    let mut response = http::Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(|e| match e {}).boxed_unsync());
+    let mut response = http::Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     response
 }

@@ -48,13 +48,26 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
 /// settings, so a stale entry is never used.
 pub fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     let wasm = std::fs::read(path).with_context(|| {
-        format!("cannot read the component {} (has it been built?)", path.display())
+        format!(
+            "cannot read the component {} (has it been built?)",
+            path.display()
+        )
     })?;
     let mut hasher = Sha256::new();
     hasher.update(&wasm);
-    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut HashWriter(&mut hasher));
-    let key: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let cache_dir = path.parent().unwrap_or(Path::new(".")).join(".spin-host-cache");
+    std::hash::Hash::hash(
+        &engine.precompile_compatibility_hash(),
+        &mut HashWriter(&mut hasher),
+    );
+    let key: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let cache_dir = path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(".spin-host-cache");
     let cached = cache_dir.join(format!("{key}.cwasm"));
     if cached.exists() {
         // SAFETY: the file was written by `precompile_component` below with
@@ -79,7 +92,10 @@ pub fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component>
 }
 
 /// Pre-links a component so each request only instantiates it.
-pub fn prepare(linker: &Linker<HostState>, component: &Component) -> anyhow::Result<ServicePre<HostState>> {
+pub fn prepare(
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> anyhow::Result<ServicePre<HostState>> {
     let pre = linker.instantiate_pre(component)?;
     ServicePre::new(pre)
         .map_err(anyhow::Error::from)

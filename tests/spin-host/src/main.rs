@@ -28,11 +28,15 @@ fn parse_args() -> anyhow::Result<Args> {
             "--manifest" => args.manifest = it.next().context("--manifest needs a path")?,
             "--listen" => {
                 let addr = it.next().context("--listen needs an address")?;
-                args.listen = addr.parse().with_context(|| format!("--listen: {addr:?} is not host:port"))?;
+                args.listen = addr
+                    .parse()
+                    .with_context(|| format!("--listen: {addr:?} is not host:port"))?;
             }
             "--quiet" => args.log_requests = false,
             "-h" | "--help" => {
-                println!("usage: spin-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--quiet]");
+                println!(
+                    "usage: spin-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--quiet]"
+                );
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (see --help)"),
@@ -45,7 +49,8 @@ fn parse_args() -> anyhow::Result<Args> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "spin_host=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "spin_host=info".into()),
         )
         .with_target(false)
         .init();

@@ -90,9 +90,9 @@ impl Pattern {
 }
 
 fn parse_entry(raw: &str) -> anyhow::Result<Allowed> {
-    let (scheme, rest) = raw
-        .split_once("://")
-        .with_context(|| format!("allowed_outbound_hosts entry {raw:?} has no scheme (e.g. postgres://host:5432)"))?;
+    let (scheme, rest) = raw.split_once("://").with_context(|| {
+        format!("allowed_outbound_hosts entry {raw:?} has no scheme (e.g. postgres://host:5432)")
+    })?;
     let rest = rest.trim_end_matches('/');
     if scheme.is_empty() || rest.is_empty() || rest.contains('/') {
         bail!("allowed_outbound_hosts entry {raw:?} is not scheme://host[:port]");
@@ -101,7 +101,9 @@ fn parse_entry(raw: &str) -> anyhow::Result<Allowed> {
     let ports = match port {
         None => {
             let port = default_port(scheme).with_context(|| {
-                format!("allowed_outbound_hosts entry {raw:?} needs a port: {scheme} has no default")
+                format!(
+                    "allowed_outbound_hosts entry {raw:?} needs a port: {scheme} has no default"
+                )
             })?;
             Ports::Range(port, port)
         }
@@ -109,8 +111,9 @@ fn parse_entry(raw: &str) -> anyhow::Result<Allowed> {
         Some(port) => {
             let (lo, hi) = port.split_once('-').unwrap_or((port, port));
             let parse = |p: &str| {
-                p.parse::<u16>()
-                    .with_context(|| format!("invalid port {p:?} in allowed_outbound_hosts entry {raw:?}"))
+                p.parse::<u16>().with_context(|| {
+                    format!("invalid port {p:?} in allowed_outbound_hosts entry {raw:?}")
+                })
             };
             Ports::Range(parse(lo)?, parse(hi)?)
         }
@@ -154,7 +157,8 @@ mod tests {
 
     #[test]
     fn exact_entries_allow_one_address() {
-        let list = AllowList::parse(&["postgres://127.0.0.1:5432", "redis://127.0.0.1:6379"]).unwrap();
+        let list =
+            AllowList::parse(&["postgres://127.0.0.1:5432", "redis://127.0.0.1:6379"]).unwrap();
         assert!(list.allows("postgres", "127.0.0.1", 5432));
         assert!(!list.allows("postgres", "127.0.0.1", 5433));
         assert!(!list.allows("postgres", "localhost", 5432));
@@ -181,7 +185,13 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_errors() {
-        for bad in ["127.0.0.1:5432", "postgres://", "postgres://h:x", "foo://h", "postgres://h/db"] {
+        for bad in [
+            "127.0.0.1:5432",
+            "postgres://",
+            "postgres://h:x",
+            "foo://h",
+            "postgres://h/db",
+        ] {
             assert!(AllowList::parse(&[bad]).is_err(), "{bad}");
         }
     }

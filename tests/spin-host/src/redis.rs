@@ -31,11 +31,18 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Clients {
-    async fn open(&self, allowed: &crate::outbound::AllowList, address: &str) -> Result<ConnectionManager, Error> {
+    async fn open(
+        &self,
+        allowed: &crate::outbound::AllowList,
+        address: &str,
+    ) -> Result<ConnectionManager, Error> {
         let url = url::Url::parse(address).map_err(|_| Error::InvalidAddress)?;
         let host = url.host_str().ok_or(Error::InvalidAddress)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = url.port().or_else(|| default_port(url.scheme())).ok_or(Error::InvalidAddress)?;
+        let port = url
+            .port()
+            .or_else(|| default_port(url.scheme()))
+            .ok_or(Error::InvalidAddress)?;
         if !allowed.allows(url.scheme(), host, port) {
             tracing::warn!(
                 "A component tried to make an outbound connection to {}://{host}:{port}, which is not permitted; \
@@ -89,60 +96,107 @@ fn cmd(name: &str) -> redis::Cmd {
 }
 
 impl HostConnectionWithStore<HostState> for Spin {
-    async fn open(accessor: Guest<'_>, address: String) -> Result<Result<Resource<Connection>, Error>> {
+    async fn open(
+        accessor: Guest<'_>,
+        address: String,
+    ) -> Result<Result<Resource<Connection>, Error>> {
         let (component, services) = accessor.with(|mut access| {
             let state = access.get();
             (state.component.clone(), state.services.clone())
         });
-        match services.redis.open(&component.allowed_hosts, &address).await {
-            Ok(manager) => Ok(Ok(accessor.with(|mut access| access.get().table.push(Connection(manager)))?)),
+        match services
+            .redis
+            .open(&component.allowed_hosts, &address)
+            .await
+        {
+            Ok(manager) => {
+                Ok(Ok(accessor.with(|mut access| {
+                    access.get().table.push(Connection(manager))
+                })?))
+            }
             Err(e) => Ok(Err(e)),
         }
     }
 
-    async fn publish(accessor: Guest<'_>, c: Resource<Connection>, channel: String, payload: Payload) -> Result<Result<(), Error>> {
+    async fn publish(
+        accessor: Guest<'_>,
+        c: Resource<Connection>,
+        channel: String,
+        payload: Payload,
+    ) -> Result<Result<(), Error>> {
         let mut command = cmd("PUBLISH");
         command.arg(channel).arg(payload);
         Ok(run::<i64>(accessor, &c, command).await?.map(drop))
     }
 
-    async fn get(accessor: Guest<'_>, c: Resource<Connection>, key: String) -> Result<Result<Option<Payload>, Error>> {
+    async fn get(
+        accessor: Guest<'_>,
+        c: Resource<Connection>,
+        key: String,
+    ) -> Result<Result<Option<Payload>, Error>> {
         let mut command = cmd("GET");
         command.arg(key);
         run(accessor, &c, command).await
     }
 
-    async fn set(accessor: Guest<'_>, c: Resource<Connection>, key: String, value: Payload) -> Result<Result<(), Error>> {
+    async fn set(
+        accessor: Guest<'_>,
+        c: Resource<Connection>,
+        key: String,
+        value: Payload,
+    ) -> Result<Result<(), Error>> {
         let mut command = cmd("SET");
         command.arg(key).arg(value);
         run(accessor, &c, command).await
     }
 
-    async fn incr(accessor: Guest<'_>, c: Resource<Connection>, key: String) -> Result<Result<i64, Error>> {
+    async fn incr(
+        accessor: Guest<'_>,
+        c: Resource<Connection>,
+        key: String,
+    ) -> Result<Result<i64, Error>> {
         let mut command = cmd("INCR");
         command.arg(key);
         run(accessor, &c, command).await
     }
 
-    async fn del(accessor: Guest<'_>, c: Resource<Connection>, keys: Vec<String>) -> Result<Result<u32, Error>> {
+    async fn del(
+        accessor: Guest<'_>,
+        c: Resource<Connection>,
+        keys: Vec<String>,
+    ) -> Result<Result<u32, Error>> {
         let mut command = cmd("DEL");
         command.arg(keys);
         run(accessor, &c, command).await
     }
 
-    async fn sadd(accessor: Guest<'_>, c: Resource<Connection>, key: String, values: Vec<String>) -> Result<Result<u32, Error>> {
+    async fn sadd(
+        accessor: Guest<'_>,
+        c: Resource<Connection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Result<Result<u32, Error>> {
         let mut command = cmd("SADD");
         command.arg(key).arg(values);
         run(accessor, &c, command).await
     }
 
-    async fn smembers(accessor: Guest<'_>, c: Resource<Connection>, key: String) -> Result<Result<Vec<String>, Error>> {
+    async fn smembers(
+        accessor: Guest<'_>,
+        c: Resource<Connection>,
+        key: String,
+    ) -> Result<Result<Vec<String>, Error>> {
         let mut command = cmd("SMEMBERS");
         command.arg(key);
         run(accessor, &c, command).await
     }
 
-    async fn srem(accessor: Guest<'_>, c: Resource<Connection>, key: String, values: Vec<String>) -> Result<Result<u32, Error>> {
+    async fn srem(
+        accessor: Guest<'_>,
+        c: Resource<Connection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Result<Result<u32, Error>> {
         let mut command = cmd("SREM");
         command.arg(key).arg(values);
         run(accessor, &c, command).await
@@ -179,7 +233,9 @@ fn flatten(value: redis::Value, out: &mut Vec<RedisResult>) {
         Value::BulkString(bytes) => out.push(RedisResult::Binary(bytes)),
         Value::SimpleString(s) => out.push(RedisResult::Status(s)),
         Value::Okay => out.push(RedisResult::Status("OK".into())),
-        Value::Array(values) | Value::Set(values) => values.into_iter().for_each(|v| flatten(v, out)),
+        Value::Array(values) | Value::Set(values) => {
+            values.into_iter().for_each(|v| flatten(v, out))
+        }
         Value::Double(d) => out.push(RedisResult::Binary(d.to_string().into_bytes())),
         Value::Boolean(b) => out.push(RedisResult::Int64(b.into())),
         Value::VerbatimString { text, .. } => out.push(RedisResult::Binary(text.into_bytes())),

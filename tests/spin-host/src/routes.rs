@@ -116,7 +116,11 @@ impl Route {
         Some(RouteMatch {
             component: self.component,
             raw_route: &self.raw,
-            component_route: if component_route.is_empty() { "/".into() } else { component_route },
+            component_route: if component_route.is_empty() {
+                "/".into()
+            } else {
+                component_route
+            },
             path_info: rest.to_owned(),
             params,
         })
@@ -139,7 +143,10 @@ mod tests {
     fn wildcards_match_their_prefix_and_below() {
         let r = router(&["/api/jobs/..."]);
         let m = r.route("/api/jobs").unwrap();
-        assert_eq!((m.component_route.as_str(), m.path_info.as_str()), ("/api/jobs", ""));
+        assert_eq!(
+            (m.component_route.as_str(), m.path_info.as_str()),
+            ("/api/jobs", "")
+        );
         let m = r.route("/api/jobs/j_1/cancel").unwrap();
         assert_eq!(m.path_info, "/j_1/cancel");
         assert_eq!(m.raw_route, "/api/jobs/...");
@@ -158,7 +165,13 @@ mod tests {
 
     #[test]
     fn the_most_specific_route_wins() {
-        let r = router(&["/...", "/api/...", "/api/events", "/api/jobs/:id", "/api/jobs/..."]);
+        let r = router(&[
+            "/...",
+            "/api/...",
+            "/api/events",
+            "/api/jobs/:id",
+            "/api/jobs/...",
+        ]);
         assert_eq!(r.route("/other").unwrap().component, 0);
         assert_eq!(r.route("/api/x").unwrap().component, 1);
         assert_eq!(r.route("/api/events").unwrap().component, 2);

@@ -20,16 +20,28 @@ pub struct Running {
 impl App {
     /// Serves the app on `addr` (port 0 picks a free port) until the returned
     /// handle is dropped.
-    pub async fn serve(self: Arc<Self>, addr: SocketAddr, log_requests: bool) -> anyhow::Result<Running> {
+    pub async fn serve(
+        self: Arc<Self>,
+        addr: SocketAddr,
+        log_requests: bool,
+    ) -> anyhow::Result<Running> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel();
         tokio::spawn(accept_loop(self, listener, log_requests, stop_rx));
-        Ok(Running { addr, _stop: stop_tx })
+        Ok(Running {
+            addr,
+            _stop: stop_tx,
+        })
     }
 }
 
-async fn accept_loop(app: Arc<App>, listener: TcpListener, log_requests: bool, mut stop: oneshot::Receiver<()>) {
+async fn accept_loop(
+    app: Arc<App>,
+    listener: TcpListener,
+    log_requests: bool,
+    mut stop: oneshot::Receiver<()>,
+) {
     loop {
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -87,7 +87,9 @@ impl wasmtime_wasi_http::WasiHttpHooks for NoOutboundHttp {
     > {
         let uri = request.uri().clone();
         Box::new(async move {
-            tracing::warn!("a component tried an outbound HTTP request to {uri}, which is not permitted");
+            tracing::warn!(
+                "a component tried an outbound HTTP request to {uri}, which is not permitted"
+            );
             Err(wasmtime_wasi_http::Error::HttpRequestDenied)
         })
     }

@@ -63,10 +63,9 @@ impl Variables {
                 .find("}}")
                 .with_context(|| format!("unclosed '{{{{' in {template:?}"))?;
             let name = after[..end].trim();
-            let value = self
-                .values
-                .get(name)
-                .with_context(|| format!("{template:?} refers to the undefined variable {name:?}"))?;
+            let value = self.values.get(name).with_context(|| {
+                format!("{template:?} refers to the undefined variable {name:?}")
+            })?;
             out.push_str(value);
             rest = &after[end + 2..];
         }
@@ -77,7 +76,9 @@ impl Variables {
 
 /// `spin:variables`: a component sees only the variables its manifest entry
 /// maps, already expanded at start-up.
-impl crate::bindings::spin::variables::variables::HostWithStore<crate::state::HostState> for crate::state::Spin {
+impl crate::bindings::spin::variables::variables::HostWithStore<crate::state::HostState>
+    for crate::state::Spin
+{
     async fn get(
         accessor: &wasmtime::component::Accessor<crate::state::HostState, Self>,
         name: String,
@@ -104,8 +105,20 @@ mod tests {
 
     fn declared() -> BTreeMap<String, Variable> {
         BTreeMap::from([
-            ("db_host".into(), Variable { default: Some("127.0.0.1:5432".into()), ..Default::default() }),
-            ("secret".into(), Variable { required: true, ..Default::default() }),
+            (
+                "db_host".into(),
+                Variable {
+                    default: Some("127.0.0.1:5432".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "secret".into(),
+                Variable {
+                    required: true,
+                    ..Default::default()
+                },
+            ),
         ])
     }
 
@@ -117,13 +130,18 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        assert_eq!(vars.render("postgres://{{ db_host }}").unwrap(), "postgres://10.0.0.1:5433");
+        assert_eq!(
+            vars.render("postgres://{{ db_host }}").unwrap(),
+            "postgres://10.0.0.1:5433"
+        );
         assert_eq!(vars.render("{{secret}}-{{ secret }}").unwrap(), "s-s");
     }
 
     #[test]
     fn a_missing_required_variable_is_named() {
-        let err = Variables::resolve(&declared(), |_| None).unwrap_err().to_string();
+        let err = Variables::resolve(&declared(), |_| None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("secret (SPIN_VARIABLE_SECRET)"), "{err}");
     }
 

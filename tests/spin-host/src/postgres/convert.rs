@@ -34,14 +34,17 @@ fn parameter(value: &ParameterValue) -> Result<Parameter, String> {
         ParameterValue::Binary(v) => Box::new(v.clone()),
         ParameterValue::Date(v) => Box::new(date(*v)?),
         ParameterValue::Time(v) => Box::new(time(*v)?),
-        ParameterValue::Datetime((y, mo, d, h, mi, s, ns)) => {
-            Box::new(NaiveDateTime::new(date((*y, *mo, *d))?, time((*h, *mi, *s, *ns))?))
-        }
+        ParameterValue::Datetime((y, mo, d, h, mi, s, ns)) => Box::new(NaiveDateTime::new(
+            date((*y, *mo, *d))?,
+            time((*h, *mi, *s, *ns))?,
+        )),
         ParameterValue::Timestamp(secs) => Box::new(
             chrono::DateTime::<chrono::Utc>::from_timestamp(*secs, 0)
                 .ok_or_else(|| format!("invalid epoch timestamp {secs}"))?,
         ),
-        ParameterValue::Uuid(v) => Box::new(uuid::Uuid::parse_str(v).map_err(|_| format!("invalid UUID {v}"))?),
+        ParameterValue::Uuid(v) => {
+            Box::new(uuid::Uuid::parse_str(v).map_err(|_| format!("invalid UUID {v}"))?)
+        }
         ParameterValue::Jsonb(v) => Box::new(
             serde_json::from_slice::<serde_json::Value>(v)
                 .map_err(|e| format!("invalid JSON {}: {e}", String::from_utf8_lossy(v)))?,
@@ -54,20 +57,27 @@ fn parameter(value: &ParameterValue) -> Result<Parameter, String> {
         ParameterValue::ArrayStr(v) => Box::new(v.clone()),
         ParameterValue::ArrayDecimal(v) => Box::new(
             v.iter()
-                .map(|d| d.as_deref().map(rust_decimal::Decimal::from_str_exact).transpose())
+                .map(|d| {
+                    d.as_deref()
+                        .map(rust_decimal::Decimal::from_str_exact)
+                        .transpose()
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("invalid decimal in array: {e}"))?,
         ),
         ParameterValue::Interval(v) => Box::new(PgInterval(*v)),
         ParameterValue::DbNull => Box::new(Null),
-        ParameterValue::RangeInt32(_) | ParameterValue::RangeInt64(_) | ParameterValue::RangeDecimal(_) => {
+        ParameterValue::RangeInt32(_)
+        | ParameterValue::RangeInt64(_)
+        | ParameterValue::RangeDecimal(_) => {
             return Err("range parameters are not supported by this host".into());
         }
     })
 }
 
 fn date((y, m, d): (i32, u8, u8)) -> Result<NaiveDate, String> {
-    NaiveDate::from_ymd_opt(y, m.into(), d.into()).ok_or_else(|| format!("invalid date {y}-{m}-{d}"))
+    NaiveDate::from_ymd_opt(y, m.into(), d.into())
+        .ok_or_else(|| format!("invalid date {y}-{m}-{d}"))
 }
 
 fn time((h, m, s, ns): (u8, u8, u8, u32)) -> Result<NaiveTime, String> {
@@ -119,7 +129,11 @@ pub fn row(row: &tokio_postgres::Row) -> Result<Vec<DbValue>, wit::Error> {
 type Conversion = Result<DbValue, Box<dyn StdError + Sync + Send>>;
 
 /// Reads a column as `T`, mapping SQL NULL to `db-null`.
-fn get<'a, T: FromSql<'a>>(row: &'a tokio_postgres::Row, i: usize, to: impl FnOnce(T) -> DbValue) -> Conversion {
+fn get<'a, T: FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    i: usize,
+    to: impl FnOnce(T) -> DbValue,
+) -> Conversion {
     Ok(row.try_get::<_, Option<T>>(i)?.map_or(DbValue::DbNull, to))
 }
 
@@ -146,16 +160,29 @@ fn value(row: &tokio_postgres::Row, i: usize) -> Conversion {
                 v.nanosecond(),
             ))
         }),
-        Type::DATE => get(row, i, |v: NaiveDate| DbValue::Date((v.year(), v.month() as u8, v.day() as u8))),
+        Type::DATE => get(row, i, |v: NaiveDate| {
+            DbValue::Date((v.year(), v.month() as u8, v.day() as u8))
+        }),
         Type::TIME => get(row, i, |v: NaiveTime| {
-            DbValue::Time((v.hour() as u8, v.minute() as u8, v.second() as u8, v.nanosecond()))
+            DbValue::Time((
+                v.hour() as u8,
+                v.minute() as u8,
+                v.second() as u8,
+                v.nanosecond(),
+            ))
         }),
         Type::UUID => get(row, i, |v: uuid::Uuid| DbValue::Uuid(v.to_string())),
-        Type::JSONB => get(row, i, |v: serde_json::Value| DbValue::Jsonb(v.to_string().into_bytes())),
-        Type::NUMERIC => get(row, i, |v: rust_decimal::Decimal| DbValue::Decimal(v.to_string())),
+        Type::JSONB => get(row, i, |v: serde_json::Value| {
+            DbValue::Jsonb(v.to_string().into_bytes())
+        }),
+        Type::NUMERIC => get(row, i, |v: rust_decimal::Decimal| {
+            DbValue::Decimal(v.to_string())
+        }),
         Type::INT4_ARRAY => get(row, i, DbValue::ArrayInt32),
         Type::INT8_ARRAY => get(row, i, DbValue::ArrayInt64),
-        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => get(row, i, DbValue::ArrayStr),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => {
+            get(row, i, DbValue::ArrayStr)
+        }
         Type::NUMERIC_ARRAY => get(row, i, |v: Vec<Option<rust_decimal::Decimal>>| {
             DbValue::ArrayDecimal(v.into_iter().map(|d| d.map(|d| d.to_string())).collect())
         }),
@@ -194,7 +221,11 @@ pub fn error(e: tokio_postgres::Error) -> wit::Error {
 struct Null;
 
 impl ToSql for Null {
-    fn to_sql(&self, _: &Type, _: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        _: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
         Ok(IsNull::Yes)
     }
     fn accepts(_: &Type) -> bool {
@@ -208,7 +239,11 @@ impl ToSql for Null {
 struct PgInterval(Interval);
 
 impl ToSql for PgInterval {
-    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
         out.extend_from_slice(&self.0.micros.to_be_bytes());
         out.extend_from_slice(&self.0.days.to_be_bytes());
         out.extend_from_slice(&self.0.months.to_be_bytes());

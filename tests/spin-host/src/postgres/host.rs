@@ -11,7 +11,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{
-    Accessor, Destination, FutureReader, Resource, StreamProducer, StreamReader, StreamResult, VecBuffer,
+    Accessor, Destination, FutureReader, Resource, StreamProducer, StreamReader, StreamResult,
+    VecBuffer,
 };
 use wasmtime::{Result, StoreContextMut};
 
@@ -23,8 +24,14 @@ async fn open(accessor: Guest<'_>, address: String) -> Result<Result<Resource<Co
         let state = access.get();
         (state.component.clone(), state.services.clone())
     });
-    match services.postgres.open(&component.allowed_hosts, &address).await {
-        Ok(connection) => Ok(Ok(accessor.with(|mut access| access.get().table.push(connection))?)),
+    match services
+        .postgres
+        .open(&component.allowed_hosts, &address)
+        .await
+    {
+        Ok(connection) => Ok(Ok(
+            accessor.with(|mut access| access.get().table.push(connection))?
+        )),
         Err(e) => Ok(Err(e)),
     }
 }
@@ -39,7 +46,10 @@ fn handle(accessor: Guest<'_>, connection: &Resource<Connection>) -> Result<Hand
 const ROWS_IN_FLIGHT: usize = 64;
 
 impl HostConnectionWithStore<HostState> for Spin {
-    async fn open_async(accessor: Guest<'_>, address: String) -> Result<Result<Resource<Connection>, Error>> {
+    async fn open_async(
+        accessor: Guest<'_>,
+        address: String,
+    ) -> Result<Result<Resource<Connection>, Error>> {
         open(accessor, address).await
     }
 
@@ -48,7 +58,16 @@ impl HostConnectionWithStore<HostState> for Spin {
         connection: Resource<Connection>,
         statement: String,
         params: Vec<ParameterValue>,
-    ) -> Result<Result<(Vec<Column>, StreamReader<Row>, FutureReader<Result<(), Error>>), Error>> {
+    ) -> Result<
+        Result<
+            (
+                Vec<Column>,
+                StreamReader<Row>,
+                FutureReader<Result<(), Error>>,
+            ),
+            Error,
+        >,
+    > {
         let handle = handle(accessor, &connection)?;
         let (columns, rows) = match handle.query(&statement, params).await {
             Ok(started) => started,
@@ -74,7 +93,11 @@ impl HostConnectionWithStore<HostState> for Spin {
         accessor.with(|mut access| {
             let stream = StreamReader::new(&mut access, RowProducer(row_rx))?;
             let done = FutureReader::new(&mut access, async move {
-                Ok::<_, wasmtime::Error>(done_rx.await.unwrap_or(Err(Error::Other("query abandoned".into()))))
+                Ok::<_, wasmtime::Error>(
+                    done_rx
+                        .await
+                        .unwrap_or(Err(Error::Other("query abandoned".into()))),
+                )
             })?;
             Ok(Ok((columns, stream, done)))
         })
@@ -138,7 +161,9 @@ impl HostConnectionBuilderWithStore<HostState> for Spin {
             let builder = access.get().table.get(&builder)?;
             Ok(match builder.ca_root {
                 // This host speaks plain TCP only; say so rather than ignore the root.
-                Some(_) => Err(Error::ConnectionFailed("TLS is not supported by this host".into())),
+                Some(_) => Err(Error::ConnectionFailed(
+                    "TLS is not supported by this host".into(),
+                )),
                 None => Ok(builder.address.clone()),
             })
         })?;
@@ -152,7 +177,12 @@ impl HostConnectionBuilderWithStore<HostState> for Spin {
 /// Blocking (synchronous) variants: the guest waits while the host works.
 impl HostConnection for HostState {
     async fn open(&mut self, address: String) -> Result<Result<Resource<Connection>, Error>> {
-        match self.services.postgres.open(&self.component.allowed_hosts, &address).await {
+        match self
+            .services
+            .postgres
+            .open(&self.component.allowed_hosts, &address)
+            .await
+        {
             Ok(connection) => Ok(Ok(self.table.push(connection)?)),
             Err(e) => Ok(Err(e)),
         }
@@ -186,18 +216,30 @@ impl HostConnection for HostState {
 
 impl HostConnectionBuilder for HostState {
     async fn new(&mut self, address: String) -> Result<Resource<ConnectionBuilder>> {
-        Ok(self.table.push(ConnectionBuilder { address, ca_root: None })?)
+        Ok(self.table.push(ConnectionBuilder {
+            address,
+            ca_root: None,
+        })?)
     }
 
-    async fn set_ca_root(&mut self, builder: Resource<ConnectionBuilder>, certificate: String) -> Result<Result<(), Error>> {
+    async fn set_ca_root(
+        &mut self,
+        builder: Resource<ConnectionBuilder>,
+        certificate: String,
+    ) -> Result<Result<(), Error>> {
         self.table.get_mut(&builder)?.ca_root = Some(certificate);
         Ok(Ok(()))
     }
 
-    async fn build(&mut self, builder: Resource<ConnectionBuilder>) -> Result<Result<Resource<Connection>, Error>> {
+    async fn build(
+        &mut self,
+        builder: Resource<ConnectionBuilder>,
+    ) -> Result<Result<Resource<Connection>, Error>> {
         let builder = self.table.get(&builder)?;
         if builder.ca_root.is_some() {
-            return Ok(Err(Error::ConnectionFailed("TLS is not supported by this host".into())));
+            return Ok(Err(Error::ConnectionFailed(
+                "TLS is not supported by this host".into(),
+            )));
         }
         let address = builder.address.clone();
         HostConnection::open(self, address).await

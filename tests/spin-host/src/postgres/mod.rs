@@ -106,7 +106,9 @@ fn check_allowed(allowed: &AllowList, config: &tokio_postgres::Config) -> Result
                  to allow it, add {} to the component in spin.toml",
                 suggestion("postgres", host, port)
             );
-            return Err(wit::Error::ConnectionFailed(format!("address {address} is not permitted")));
+            return Err(wit::Error::ConnectionFailed(format!(
+                "address {address} is not permitted"
+            )));
         }
     }
     Ok(())
@@ -116,7 +118,10 @@ fn check_allowed(allowed: &AllowList, config: &tokio_postgres::Config) -> Result
 /// its first keyword. A statement that fails inside a transaction leaves it
 /// open (aborted), so only the explicit ends close it.
 fn transaction_effect(statement: &str) -> Option<bool> {
-    let first = statement.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next()?;
+    let first = statement
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()?;
     let second_is_to = || {
         statement
             .trim_start()
@@ -183,12 +188,25 @@ impl Handle {
         }
     }
 
-    pub async fn execute(&self, statement: &str, params: Vec<ParameterValue>) -> Result<u64, wit::Error> {
+    pub async fn execute(
+        &self,
+        statement: &str,
+        params: Vec<ParameterValue>,
+    ) -> Result<u64, wit::Error> {
         let params = convert::parameters(&params)?;
         self.note(statement);
-        let prepared = self.client.prepare_cached(statement).await.map_err(convert::error)?;
+        let prepared = self
+            .client
+            .prepare_cached(statement)
+            .await
+            .map_err(convert::error)?;
         self.client
-            .execute_raw(&prepared, params.iter().map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)))
+            .execute_raw(
+                &prepared,
+                params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)),
+            )
             .await
             .map_err(convert::error)
     }
@@ -201,18 +219,31 @@ impl Handle {
     ) -> Result<(Vec<Column>, tokio_postgres::RowStream), wit::Error> {
         let params = convert::parameters(&params)?;
         self.note(statement);
-        let prepared = self.client.prepare_cached(statement).await.map_err(convert::error)?;
+        let prepared = self
+            .client
+            .prepare_cached(statement)
+            .await
+            .map_err(convert::error)?;
         let columns = prepared.columns().iter().map(convert::column).collect();
         let rows = self
             .client
-            .query_raw(&prepared, params.iter().map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)))
+            .query_raw(
+                &prepared,
+                params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)),
+            )
             .await
             .map_err(convert::error)?;
         Ok((columns, rows))
     }
 
     /// Runs a query to the end and returns every row.
-    pub async fn query_all(&self, statement: &str, params: Vec<ParameterValue>) -> Result<RowSet, wit::Error> {
+    pub async fn query_all(
+        &self,
+        statement: &str,
+        params: Vec<ParameterValue>,
+    ) -> Result<RowSet, wit::Error> {
         use futures::TryStreamExt;
         let (columns, rows) = self.query(statement, params).await?;
         let rows: Vec<tokio_postgres::Row> = rows.try_collect().await.map_err(convert::error)?;
@@ -221,7 +252,6 @@ impl Handle {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::transaction_effect;
@@ -229,7 +259,10 @@ mod tests {
     #[test]
     fn transaction_statements_are_recognised() {
         assert_eq!(transaction_effect("BEGIN"), Some(true));
-        assert_eq!(transaction_effect("  begin isolation level serializable"), Some(true));
+        assert_eq!(
+            transaction_effect("  begin isolation level serializable"),
+            Some(true)
+        );
         assert_eq!(transaction_effect("START TRANSACTION"), Some(true));
         assert_eq!(transaction_effect("COMMIT"), Some(false));
         assert_eq!(transaction_effect("rollback;"), Some(false));

@@ -1,0 +1,42 @@
+//! The app's configuration: Spin variables (`SPIN_VARIABLE_<NAME>` under
+//! `spin up`), read per request since every request is a fresh instance.
+
+use orchestrator_core::ApiError;
+use orchestrator_core::auth::AuthConfig;
+use spin_sdk::variables;
+
+pub struct Config {
+    pub database_url: String,
+    pub auth: AuthConfig,
+}
+
+/// Reads a variable the manifest must map for this component.
+pub async fn variable(name: &str) -> Result<String, ApiError> {
+    variables::get(name)
+        .await
+        .map_err(|e| ApiError::Internal(format!("variable {name}: {e:?}")))
+}
+
+/// Reads a variable that may be empty; empty means unset.
+pub async fn optional_variable(name: &str) -> Result<Option<String>, ApiError> {
+    Ok(Some(variable(name).await?).filter(|v| !v.is_empty()))
+}
+
+impl Config {
+    pub async fn load() -> Result<Self, ApiError> {
+        let secret = variable("jwt_secret").await?;
+        let public_key = optional_variable("jwt_public_key").await?;
+        let issuer = optional_variable("jwt_issuer").await?;
+        let audience = optional_variable("jwt_audience").await?;
+        let auth = AuthConfig::from_variables(
+            &secret,
+            public_key.as_deref(),
+            issuer.as_deref(),
+            audience.as_deref(),
+        )?;
+        Ok(Self {
+            database_url: variable("database_url").await?,
+            auth,
+        })
+    }
+}

@@ -1,0 +1,38 @@
+//! What every component shell shares, so each component is only its routes:
+//!
+//! - [`serve`]: one request from arrival to response — request id, body
+//!   limits, dispatch, error rendering. [`routing`] maps paths to endpoints.
+//! - [`config`]: the Spin variables, read once per request.
+//! - [`reply`]: JSON responses with the contract's headers.
+//! - [`db`] and [`store`]: Postgres access, with the SQL of each table in one
+//!   module.
+
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod reply;
+pub mod request;
+pub mod routing;
+pub mod serve;
+pub mod store;
+
+pub use config::Config;
+pub use context::Context;
+pub use reply::Reply;
+pub use request::Request;
+pub use serve::serve;
+
+/// Milliseconds since the Unix epoch, from the host's wall clock.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Random bytes from the host (ids, request ids).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // The host always provides randomness; without it no id can be made safely.
+    getrandom::fill(&mut bytes).expect("the host provides random bytes");
+    bytes
+}

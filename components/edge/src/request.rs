@@ -1,0 +1,54 @@
+//! An incoming request, read whole (bodies are capped at 64 KiB).
+
+use orchestrator_core::ApiError;
+use orchestrator_core::body::MAX_BODY_BYTES;
+use orchestrator_core::query::Query;
+use spin_sdk::http::HeaderMap;
+use spin_sdk::http::body::IncomingBodyExt;
+
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Query,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// Reads the body, refusing it as soon as it is known to be too large
+    /// (by `Content-Length`) rather than buffering it first.
+    pub async fn read(request: spin_sdk::http::Request) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let declared = parts
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        let body = body
+            .bytes()
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e:?}")))?;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        Ok(Self {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            query: Query::parse(parts.uri.query().unwrap_or("")),
+            headers: parts.headers,
+            body: body.to_vec(),
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Decodes the JSON body into a request type (422 names the bad field).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        orchestrator_core::body::parse_json(self.header("content-type"), &self.body)
+    }
+}

@@ -1,0 +1,30 @@
+//! The resources component: the per-depth worker quotas shared by all jobs,
+//! under `/api/resources/`.
+
+mod quotas;
+
+use orchestrator_core::ApiError;
+use orchestrator_edge::routing::{Routes, dispatch};
+use orchestrator_edge::{Context, Reply, Request, serve};
+use spin_sdk::http::IntoResponse;
+use spin_sdk::http_service;
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Quotas,
+}
+
+const ROUTES: &Routes<Endpoint> = &[("GET", "/api/resources/quotas", Endpoint::Quotas)];
+
+#[http_service]
+async fn handle(request: spin_sdk::http::Request) -> impl IntoResponse {
+    serve(request, route).await
+}
+
+async fn route(request: Request) -> Result<Reply, ApiError> {
+    let (endpoint, _params) = dispatch(ROUTES, &request.method, &request.path)?;
+    let context = Context::authenticate(&request).await?;
+    match endpoint {
+        Endpoint::Quotas => quotas::list(&context).await,
+    }
+}
