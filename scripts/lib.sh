@@ -12,7 +12,6 @@
 #   ensure_services      start the local Postgres and Redis if they are not answering, wait until they answer
 #   ensure_dev_secret    create .dev/jwt_secret (48 random bytes, base64, mode 600) if missing
 #   dev_secret_path      print the path of .dev/jwt_secret (whether or not it exists)
-#   ensure_gitignore     make sure the root .gitignore lists /target, /.dev/ and /tests/spin-host/wit/deps/
 
 if [[ -n "${ORCH_LIB_SH_LOADED:-}" ]]; then
     return 0
@@ -136,21 +135,6 @@ ensure_dev_secret() {
     fi
     rm -f "$tmp"
     [[ -s "$path" ]] || die "could not write $path"
-}
-
-ensure_gitignore() {
-    local file line
-    file="$(repo_root)/.gitignore"
-    touch "$file"
-    for line in /target /.dev/ /tests/spin-host/wit/deps/; do
-        if ! grep -qxF -- "$line" "$file"; then
-            # Keep the file newline-terminated before appending.
-            if [[ -s "$file" && "$(tail -c 1 "$file")" != "" ]]; then
-                printf '\n' >>"$file"
-            fi
-            printf '%s\n' "$line" >>"$file"
-        fi
-    done
 }
 
 # The components, as spin.toml builds them, and the host.

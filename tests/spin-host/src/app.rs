@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiHttpView, p3};
@@ -62,6 +62,9 @@ struct LoadedComponent {
 
 pub struct App {
     engine: Engine,
+    /// One permit per instance slot: requests beyond the pool wait for a
+    /// slot instead of failing to instantiate.
+    slots: Arc<Semaphore>,
     router: Router,
     components: Vec<LoadedComponent>,
     services: Arc<Services>,
@@ -100,6 +103,7 @@ impl App {
         }
         Ok(Arc::new(Self {
             engine,
+            slots: Arc::new(Semaphore::new(options.max_instances as usize)),
             router,
             components,
             services: Arc::new(Services {
@@ -122,6 +126,9 @@ impl App {
         let component = &self.components[route.component];
         add_spin_headers(&mut request, &route, client);
         let (response_tx, response_rx) = oneshot::channel();
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+        };
         let store = Store::new(
             &self.engine,
             HostState::new(component.context.clone(), self.services.clone()),
@@ -132,6 +139,7 @@ impl App {
             if let Err(e) = run_instance(store, pre, request, response_tx).await {
                 tracing::error!("component {id:?} failed: {e:#}");
             }
+            drop(slot); // after the store: the instance's slot is free again
         });
         match response_rx.await {
             Ok(response) => response,
