@@ -138,7 +138,7 @@ ensure_dev_secret() {
 }
 
 # The components, as spin.toml builds them, and the host.
-APP_COMPONENTS=(supervisor resources jobs)
+APP_COMPONENTS=(supervisor resources jobs platform)
 
 build_components() {
     local packages=()

@@ -7,6 +7,9 @@ use spin_sdk::variables;
 
 pub struct Config {
     pub database_url: String,
+    pub redis_url: String,
+    pub events_channel: String,
+    pub idempotency_ttl_seconds: i64,
     pub auth: AuthConfig,
 }
 
@@ -36,7 +39,25 @@ impl Config {
         )?;
         Ok(Self {
             database_url: variable("database_url").await?,
+            redis_url: variable("redis_url").await?,
+            events_channel: variable("events_channel").await?,
+            idempotency_ttl_seconds: parse_seconds(
+                "idempotency_ttl_seconds",
+                &variable("idempotency_ttl_seconds").await?,
+            )?,
             auth,
         })
     }
+}
+
+fn parse_seconds(name: &str, raw: &str) -> Result<i64, ApiError> {
+    raw.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            ApiError::Internal(format!(
+                "variable {name} must be a positive number of seconds, not {raw:?}"
+            ))
+        })
 }

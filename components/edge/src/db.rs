@@ -147,11 +147,6 @@ fn mismatch(i: usize, expected: &str, found: &DbValue) -> ApiError {
     ApiError::Internal(format!("column {i}: expected {expected}, found {found:?}"))
 }
 
-/// `Some(value)` as a parameter, `None` as SQL NULL.
-pub fn nullable(value: Option<impl Into<ParameterValue>>) -> ParameterValue {
-    value.map_or(ParameterValue::DbNull, Into::into)
-}
-
 /// A text parameter.
 pub fn text(value: &str) -> ParameterValue {
     ParameterValue::Str(value.to_owned())

@@ -4,9 +4,13 @@
 //!   limits, dispatch, error rendering. [`routing`] maps paths to endpoints.
 //! - [`config`]: the Spin variables, read once per request.
 //! - [`reply`]: JSON responses with the contract's headers.
+//! - [`write`]: the transaction every state change runs in — idempotency
+//!   record, change, audit, outbox — and publishing after the commit;
+//!   [`cache`] is its Redis side.
 //! - [`db`] and [`store`]: Postgres access, with the SQL of each table in one
 //!   module.
 
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod db;
@@ -15,12 +19,14 @@ pub mod request;
 pub mod routing;
 pub mod serve;
 pub mod store;
+pub mod write;
 
 pub use config::Config;
 pub use context::Context;
 pub use reply::Reply;
 pub use request::Request;
 pub use serve::serve;
+pub use write::{Tx, write};
 
 /// Milliseconds since the Unix epoch, from the host's wall clock.
 pub fn now_millis() -> i64 {

@@ -36,7 +36,8 @@ impl TestDatabase {
     }
 
     pub async fn client(&self) -> anyhow::Result<tokio_postgres::Client> {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
+        let (client, connection) =
+            tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         Ok(client)
     }
@@ -47,10 +48,13 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop runs outside async context; a thread of its own may block.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let (client, connection) =
-                    tokio_postgres::connect(&format!("{SERVER}/postgres"), tokio_postgres::NoTls).await?;
+                    tokio_postgres::connect(&format!("{SERVER}/postgres"), tokio_postgres::NoTls)
+                        .await?;
                 tokio::spawn(connection);
                 client
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
@@ -70,7 +74,11 @@ pub fn unique() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub struct TestApp {
@@ -96,7 +104,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(AppOptions) -> AppOptions) ->
     options.max_instances = 64;
     options.postgres_pool_size = 8;
     let app = App::load(&configure(options)).expect("the app loads (are the components built?)");
-    let running = app.serve("127.0.0.1:0".parse().unwrap(), false).await.expect("serve");
+    let running = app
+        .serve("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .expect("serve");
     TestApp {
         address: format!("http://{}", running.addr),
         db,
@@ -139,7 +150,10 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
-        self.request(Method::GET, path, Some(token)).send().await.expect("request")
+        self.request(Method::GET, path, Some(token))
+            .send()
+            .await
+            .expect("request")
     }
 }
 

@@ -1,7 +1,7 @@
 //! The first read endpoint of each component, through the host against a
 //! fresh database: success, 401, 403 and 404.
 
-use api_tests::{all_scopes, assert_error, parts, sign, spawn_app, spawn_app_with, token, TestApp};
+use api_tests::{TestApp, all_scopes, assert_error, parts, sign, spawn_app, spawn_app_with, token};
 use orchestrator_core::auth::{Claims, Scope};
 use reqwest::Method;
 
@@ -24,11 +24,19 @@ async fn seed_workers(app: &TestApp) {
 #[tokio::test]
 async fn listing_workers_of_an_empty_database() {
     let app = spawn_app().await;
-    let response = app.get("/api/supervisor/workers", &token(&[Scope::SupervisorRead], None)).await;
+    let response = app
+        .get(
+            "/api/supervisor/workers",
+            &token(&[Scope::SupervisorRead], None),
+        )
+        .await;
     assert!(response.headers().contains_key("x-request-id"));
     let (status, body) = parts(response).await;
     assert_eq!(status, 200);
-    assert_eq!(body, serde_json::json!({"workers": [], "total": 0, "limit": 50, "offset": 0}));
+    assert_eq!(
+        body,
+        serde_json::json!({"workers": [], "total": 0, "limit": 50, "offset": 0})
+    );
 }
 
 #[tokio::test]
@@ -38,7 +46,12 @@ async fn listing_workers_filters_pages_and_confines_to_a_workspace() {
     let operator = token(&[Scope::SupervisorRead], None);
 
     let (_, body) = parts(app.get("/api/supervisor/workers", &operator).await).await;
-    let ids: Vec<&str> = body["workers"].as_array().unwrap().iter().map(|w| w["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = body["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["w_a1", "w_a2", "w_b1"]);
     assert_eq!(body["total"], 3);
     let first = &body["workers"][0];
@@ -48,21 +61,55 @@ async fn listing_workers_filters_pages_and_confines_to_a_workspace() {
     assert_eq!(first["version"], 1);
     assert!(first["last_heartbeat_at"].is_null());
 
-    let (_, body) = parts(app.get("/api/supervisor/workers?limit=1&offset=1", &operator).await).await;
+    let (_, body) = parts(
+        app.get("/api/supervisor/workers?limit=1&offset=1", &operator)
+            .await,
+    )
+    .await;
     assert_eq!(body["workers"][0]["id"], "w_a2");
-    assert_eq!((body["total"].as_i64(), body["limit"].as_i64(), body["offset"].as_i64()), (Some(3), Some(1), Some(1)));
+    assert_eq!(
+        (
+            body["total"].as_i64(),
+            body["limit"].as_i64(),
+            body["offset"].as_i64()
+        ),
+        (Some(3), Some(1), Some(1))
+    );
 
-    let (_, body) = parts(app.get("/api/supervisor/workers?status=RUNNING", &operator).await).await;
-    assert_eq!((body["workers"][0]["id"].as_str(), body["total"].as_i64()), (Some("w_a2"), Some(1)));
+    let (_, body) = parts(
+        app.get("/api/supervisor/workers?status=RUNNING", &operator)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (body["workers"][0]["id"].as_str(), body["total"].as_i64()),
+        (Some("w_a2"), Some(1))
+    );
 
     let confined = token(&[Scope::SupervisorRead], Some("ws_b"));
     let (_, body) = parts(app.get("/api/supervisor/workers", &confined).await).await;
-    assert_eq!((body["workers"][0]["id"].as_str(), body["total"].as_i64()), (Some("w_b1"), Some(1)));
-    let (_, body) = parts(app.get("/api/supervisor/workers?workspace_id=ws_a", &confined).await).await;
+    assert_eq!(
+        (body["workers"][0]["id"].as_str(), body["total"].as_i64()),
+        (Some("w_b1"), Some(1))
+    );
+    let (_, body) = parts(
+        app.get("/api/supervisor/workers?workspace_id=ws_a", &confined)
+            .await,
+    )
+    .await;
     assert_eq!(body["total"], 0);
 
-    for bad in ["limit=0", "limit=101", "offset=-1", "limit=x", "status=SLEEPING", "workspace_id=%20bad"] {
-        let response = app.get(&format!("/api/supervisor/workers?{bad}"), &operator).await;
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "offset=-1",
+        "limit=x",
+        "status=SLEEPING",
+        "workspace_id=%20bad",
+    ] {
+        let response = app
+            .get(&format!("/api/supervisor/workers?{bad}"), &operator)
+            .await;
         assert_error(response, 422, "VALIDATION_FAILED").await;
     }
 }
@@ -70,12 +117,24 @@ async fn listing_workers_filters_pages_and_confines_to_a_workspace() {
 #[tokio::test]
 async fn reads_need_a_valid_token_with_the_scope() {
     let app = spawn_app().await;
-    let paths = ["/api/supervisor/workers", "/api/resources/quotas", "/api/jobs/j_000000000001"];
-    let expired = sign(Claims { sub: "tester".into(), exp: 1, scopes: vec!["jobs:read".into()], ..Default::default() });
+    let paths = [
+        "/api/supervisor/workers",
+        "/api/resources/quotas",
+        "/api/jobs/j_000000000001",
+    ];
+    let expired = sign(Claims {
+        sub: "tester".into(),
+        exp: 1,
+        scopes: vec!["jobs:read".into()],
+        ..Default::default()
+    });
     let forged = token(&all_scopes(), None).replace('.', ".x");
     for path in paths {
         let response = app.request(Method::GET, path, None).send().await.unwrap();
-        assert_eq!(response.headers()["www-authenticate"], r#"Bearer error="invalid_token""#);
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            r#"Bearer error="invalid_token""#
+        );
         assert_error(response, 401, "UNAUTHENTICATED").await;
         assert_error(app.get(path, &expired).await, 401, "UNAUTHENTICATED").await;
         assert_error(app.get(path, &forged).await, 401, "UNAUTHENTICATED").await;
@@ -95,12 +154,21 @@ async fn reads_need_a_valid_token_with_the_scope() {
 async fn unknown_paths_and_methods() {
     let app = spawn_app().await;
     let all = token(&all_scopes(), None);
-    for path in ["/api/supervisor/nothing", "/api/resources/", "/api/jobs/", "/api/jobs/j_1/unknown"] {
+    for path in [
+        "/api/supervisor/nothing",
+        "/api/resources/",
+        "/api/jobs/",
+        "/api/jobs/j_1/unknown",
+    ] {
         assert_error(app.get(path, &all).await, 404, "NOT_FOUND").await;
     }
     // No component serves this path at all: the host answers 404.
     assert_eq!(app.get("/elsewhere", &all).await.status(), 404);
-    let response = app.request(Method::DELETE, "/api/resources/quotas", Some(&all)).send().await.unwrap();
+    let response = app
+        .request(Method::DELETE, "/api/resources/quotas", Some(&all))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["allow"], "GET");
     assert_error(response, 405, "METHOD_NOT_ALLOWED").await;
 }
@@ -108,15 +176,39 @@ async fn unknown_paths_and_methods() {
 #[tokio::test]
 async fn quotas_follow_the_depth_quotas_variable() {
     let app = spawn_app().await;
-    let (status, body) = parts(app.get("/api/resources/quotas", &token(&[Scope::ResourcesRead], None)).await).await;
+    let (status, body) = parts(
+        app.get(
+            "/api/resources/quotas",
+            &token(&[Scope::ResourcesRead], None),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, 200);
-    let limits: Vec<i64> = body["quotas"].as_array().unwrap().iter().map(|q| q["max_workers"].as_i64().unwrap()).collect();
+    let limits: Vec<i64> = body["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["max_workers"].as_i64().unwrap())
+        .collect();
     assert_eq!(limits, [10, 8, 5, 3, 2, 1]);
     assert_eq!(body["quotas"][5]["depth"], 5);
 
     let app = spawn_app_with(|o| o.variable("depth_quotas", "4,4,3,2,1,0")).await;
-    let (_, body) = parts(app.get("/api/resources/quotas", &token(&[Scope::ResourcesRead], None)).await).await;
-    let limits: Vec<i64> = body["quotas"].as_array().unwrap().iter().map(|q| q["max_workers"].as_i64().unwrap()).collect();
+    let (_, body) = parts(
+        app.get(
+            "/api/resources/quotas",
+            &token(&[Scope::ResourcesRead], None),
+        )
+        .await,
+    )
+    .await;
+    let limits: Vec<i64> = body["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["max_workers"].as_i64().unwrap())
+        .collect();
     assert_eq!(limits, [4, 4, 3, 2, 1, 0]);
     // The database follows the configuration, so allocations are checked against it.
     let stored: Vec<i32> = app
@@ -153,18 +245,55 @@ async fn getting_a_job() {
     assert_eq!(status, 200);
     assert_eq!(job["status"], "PENDING");
     assert_eq!(job["task_description"], "summarise the logs");
-    assert_eq!((job["worker_count"].as_i64(), job["depth"].as_i64()), (Some(3), Some(0)));
-    assert!(job["parent_job_id"].is_null() && job["started_at"].is_null() && job["result"].is_null());
+    assert_eq!(
+        (job["worker_count"].as_i64(), job["depth"].as_i64()),
+        (Some(3), Some(0))
+    );
+    assert!(
+        job["parent_job_id"].is_null() && job["started_at"].is_null() && job["result"].is_null()
+    );
     assert_eq!(job["allocated_workers"], 0);
     assert!(job["created_at"].as_str().unwrap().ends_with('Z'));
 
-    assert_error(app.get("/api/jobs/j_000000000000", &reader).await, 404, "NOT_FOUND").await;
-    assert_error(app.get("/api/jobs/bad%20id", &reader).await, 404, "NOT_FOUND").await;
+    assert_error(
+        app.get("/api/jobs/j_000000000000", &reader).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        app.get("/api/jobs/bad%20id", &reader).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
     // Another workspace's job is indistinguishable from a missing one.
     let outsider = token(&[Scope::JobsRead], Some("ws_b"));
-    let body = assert_error(app.get("/api/jobs/j_0123456789ab", &outsider).await, 404, "NOT_FOUND").await;
-    let missing = assert_error(app.get("/api/jobs/j_000000000000", &outsider).await, 404, "NOT_FOUND").await;
-    assert_eq!(body["detail"].as_str().unwrap().replace("j_0123456789ab", "ID"), missing["detail"].as_str().unwrap().replace("j_000000000000", "ID"));
+    let body = assert_error(
+        app.get("/api/jobs/j_0123456789ab", &outsider).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    let missing = assert_error(
+        app.get("/api/jobs/j_000000000000", &outsider).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_eq!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .replace("j_0123456789ab", "ID"),
+        missing["detail"]
+            .as_str()
+            .unwrap()
+            .replace("j_000000000000", "ID")
+    );
     let insider = token(&[Scope::JobsRead], Some("ws_a"));
-    assert_eq!(app.get("/api/jobs/j_0123456789ab", &insider).await.status(), 200);
+    assert_eq!(
+        app.get("/api/jobs/j_0123456789ab", &insider).await.status(),
+        200
+    );
 }

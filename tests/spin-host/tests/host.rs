@@ -18,7 +18,10 @@ fn options() -> AppOptions {
 
 async fn serve(options: AppOptions) -> (Running, String) {
     let app = App::load(&options).expect("the probe app loads (is it built?)");
-    let running = app.serve("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
+    let running = app
+        .serve("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
     let base = format!("http://{}", running.addr);
     (running, base)
 }
@@ -31,8 +34,14 @@ async fn get(url: &str) -> (u16, String) {
 #[tokio::test]
 async fn routes_and_spin_headers() {
     let (_running, base) = serve(options()).await;
-    assert_eq!(get(&format!("{base}/probe/hello")).await, (200, "hello".into()));
-    assert_eq!(get(&format!("{base}/probe/exact")).await, (200, "hello".into()));
+    assert_eq!(
+        get(&format!("{base}/probe/hello")).await,
+        (200, "hello".into())
+    );
+    assert_eq!(
+        get(&format!("{base}/probe/exact")).await,
+        (200, "hello".into())
+    );
     assert_eq!(get(&format!("{base}/nowhere")).await.0, 404);
     assert_eq!(get(&format!("{base}/probex")).await.0, 404);
 
@@ -40,25 +49,44 @@ async fn routes_and_spin_headers() {
     assert_eq!(status, 200);
     let headers: serde_json::Value = serde_json::from_str(&body).unwrap();
     let address = base.trim_start_matches("http://");
-    assert_eq!(headers["spin-full-url"], format!("http://{address}/probe/headers?x=1"));
+    assert_eq!(
+        headers["spin-full-url"],
+        format!("http://{address}/probe/headers?x=1")
+    );
     assert_eq!(headers["spin-path-info"], "/headers");
     assert_eq!(headers["spin-matched-route"], "/probe/...");
     assert_eq!(headers["spin-raw-component-route"], "/probe/...");
     assert_eq!(headers["spin-component-route"], "/probe");
     assert_eq!(headers["spin-base-path"], "/");
-    assert!(headers["spin-client-addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        headers["spin-client-addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
 }
 
 #[tokio::test]
 async fn variables_resolve_like_spin_up() {
     let (_running, base) = serve(options()).await;
-    assert_eq!(get(&format!("{base}/probe/variable/greeting")).await, (200, "hello".into()));
+    assert_eq!(
+        get(&format!("{base}/probe/variable/greeting")).await,
+        (200, "hello".into())
+    );
     // Only variables the component maps are visible; bad names are refused.
     assert_eq!(get(&format!("{base}/probe/variable/db_host")).await.0, 502);
-    assert!(get(&format!("{base}/probe/variable/Bad-Name")).await.1.contains("InvalidName"));
+    assert!(
+        get(&format!("{base}/probe/variable/Bad-Name"))
+            .await
+            .1
+            .contains("InvalidName")
+    );
 
     let (_running, base) = serve(options().variable("greeting", "bonjour")).await;
-    assert_eq!(get(&format!("{base}/probe/variable/greeting")).await, (200, "bonjour".into()));
+    assert_eq!(
+        get(&format!("{base}/probe/variable/greeting")).await,
+        (200, "bonjour".into())
+    );
 
     // SPIN_VARIABLE_<NAME> in the environment overrides the default. This is
     // the only test that reads the environment.
@@ -67,7 +95,10 @@ async fn variables_resolve_like_spin_up() {
     let mut from_env = options();
     from_env.use_environment = true;
     let (_running, base) = serve(from_env).await;
-    assert_eq!(get(&format!("{base}/probe/variable/greeting")).await.1, "from the environment");
+    assert_eq!(
+        get(&format!("{base}/probe/variable/greeting")).await.1,
+        "from the environment"
+    );
 }
 
 #[tokio::test]
@@ -75,18 +106,37 @@ async fn a_required_variable_without_a_value_stops_the_app() {
     let mut options = AppOptions::new(probe_manifest());
     options.use_environment = false;
     let error = App::load(&options).err().expect("load fails").to_string();
-    assert!(error.contains("probe_token (SPIN_VARIABLE_PROBE_TOKEN)"), "{error}");
+    assert!(
+        error.contains("probe_token (SPIN_VARIABLE_PROBE_TOKEN)"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn outbound_connections_follow_allowed_outbound_hosts() {
     let (_running, base) = serve(options()).await;
-    assert_eq!(get(&format!("{base}/probe/postgres")).await, (200, "1".into()));
-    let (status, body) = get(&format!("{base}/probe/postgres?address=postgres://postgres@127.0.0.1:5433/postgres")).await;
+    assert_eq!(
+        get(&format!("{base}/probe/postgres")).await,
+        (200, "1".into())
+    );
+    let (status, body) = get(&format!(
+        "{base}/probe/postgres?address=postgres://postgres@127.0.0.1:5433/postgres"
+    ))
+    .await;
     assert_eq!(status, 502);
-    assert!(body.contains(r#"ConnectionFailed("address postgres://127.0.0.1:5433 is not permitted")"#), "{body}");
-    let (status, body) = get(&format!("{base}/probe/redis?address=redis://127.0.0.1:6380")).await;
-    assert_eq!((status, body.contains("InvalidAddress")), (502, true), "{body}");
+    assert!(
+        body.contains(r#"ConnectionFailed("address postgres://127.0.0.1:5433 is not permitted")"#),
+        "{body}"
+    );
+    let (status, body) = get(&format!(
+        "{base}/probe/redis?address=redis://127.0.0.1:6380"
+    ))
+    .await;
+    assert_eq!(
+        (status, body.contains("InvalidAddress")),
+        (502, true),
+        "{body}"
+    );
 
     // The allow-list is a template over variables: moving `db_host` moves it.
     let (_running, base) = serve(options().variable("db_host", "127.0.0.1:6543")).await;
@@ -100,22 +150,38 @@ async fn the_host_survives_a_trapping_component() {
     let (_running, base) = serve(options()).await;
     for _ in 0..3 {
         assert_eq!(get(&format!("{base}/probe/trap")).await.0, 500);
-        assert_eq!(get(&format!("{base}/probe/hello")).await, (200, "hello".into()));
+        assert_eq!(
+            get(&format!("{base}/probe/hello")).await,
+            (200, "hello".into())
+        );
     }
 }
 
 #[tokio::test]
 async fn abandoned_transactions_are_rolled_back_before_the_connection_is_reused() {
     let db = TestDatabase::create().await.unwrap();
-    db.client().await.unwrap().batch_execute("CREATE TABLE probe_rows (n int)").await.unwrap();
+    db.client()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE probe_rows (n int)")
+        .await
+        .unwrap();
     // One pooled connection, so every request reuses the one the last left.
     let mut options = options().variable("database_url", &db.url);
     options.postgres_pool_size = 1;
     let (_running, base) = serve(options).await;
 
-    assert_eq!(get(&format!("{base}/probe/abandon-transaction")).await.0, 200);
+    assert_eq!(
+        get(&format!("{base}/probe/abandon-transaction")).await.0,
+        200
+    );
     assert_eq!(get(&format!("{base}/probe/count")).await, (200, "0".into()));
-    assert_eq!(get(&format!("{base}/probe/abandon-transaction?trap=1")).await.0, 500);
+    assert_eq!(
+        get(&format!("{base}/probe/abandon-transaction?trap=1"))
+            .await
+            .0,
+        500
+    );
     assert_eq!(get(&format!("{base}/probe/count")).await, (200, "0".into()));
     let idle_in_transaction: i64 = db
         .client()
@@ -134,14 +200,23 @@ async fn abandoned_transactions_are_rolled_back_before_the_connection_is_reused(
 #[tokio::test]
 async fn query_rows_are_streamed_to_the_guest() {
     let (_running, base) = serve(options()).await;
-    assert_eq!(get(&format!("{base}/probe/rows?n=20000")).await, (200, "20000 200010000".into()));
-    assert_eq!(get(&format!("{base}/probe/rows?n=0")).await, (200, "0 0".into()));
+    assert_eq!(
+        get(&format!("{base}/probe/rows?n=20000")).await,
+        (200, "20000 200010000".into())
+    );
+    assert_eq!(
+        get(&format!("{base}/probe/rows?n=0")).await,
+        (200, "0 0".into())
+    );
 }
 
 #[tokio::test]
 async fn redis_commands_reach_the_server() {
     let (_running, base) = serve(options()).await;
-    assert_eq!(get(&format!("{base}/probe/redis")).await, (200, "value 1".into()));
+    assert_eq!(
+        get(&format!("{base}/probe/redis")).await,
+        (200, "value 1".into())
+    );
 }
 
 #[tokio::test]

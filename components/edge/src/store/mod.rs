@@ -7,8 +7,14 @@
 //!
 //! [`Db`]: crate::db::Db
 
+pub mod allocations;
+pub mod events;
+pub mod idempotency;
+pub mod job_transitions;
 pub mod jobs;
 pub mod quotas;
+pub mod service_accounts;
+pub mod worker_transitions;
 pub mod workers;
 
 use serde::{Serialize, Serializer};

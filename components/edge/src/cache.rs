@@ -1,0 +1,148 @@
+//! Redis: the fast path and the short lock of idempotency, and the events
+//! channel. Postgres holds the durable record; Redis only saves a round trip
+//! and turns a concurrent duplicate into 409 instead of a wait.
+
+use orchestrator_core::ApiError;
+use orchestrator_core::idempotency::StoredResponse;
+use serde::{Deserialize, Serialize};
+use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+
+pub struct Cache {
+    connection: Connection,
+    /// Keys are namespaced by database, so apps on separate databases that
+    /// share a Redis never see each other's records.
+    namespace: String,
+}
+
+/// What Redis knows of an idempotency key.
+pub enum Claim {
+    /// A response was recorded for it: replay or refuse.
+    Recorded(StoredResponse, Vec<(String, String)>),
+    /// Another request with the key is in flight.
+    InUse,
+    /// This request now holds the key's lock.
+    Claimed,
+}
+
+/// How long a claimed key stays locked if its request never finishes.
+const LOCK_MILLIS: i64 = 30_000;
+
+/// Returns the recorded response, or takes the lock, in one round trip.
+const CLAIM: &str = "local r = redis.call('GET', KEYS[1]) \
+    if r then return r end \
+    if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end \
+    return 0";
+
+/// Caches the recorded response (when there is one) and releases the lock.
+const FINISH: &str = "if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end \
+    redis.call('DEL', KEYS[2]) return 1";
+
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    fingerprint: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Cache {
+    pub async fn connect(redis_url: &str, database_url: &str) -> Result<Self, ApiError> {
+        let connection = Connection::open(redis_url)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("redis: {e:?}")))?;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(database_url.as_bytes());
+        let namespace = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self {
+            connection,
+            namespace,
+        })
+    }
+
+    fn keys(&self, scope_key: &str) -> [String; 2] {
+        [
+            format!("orchestrator:{}:idempotency:{scope_key}", self.namespace),
+            format!(
+                "orchestrator:{}:idempotency-lock:{scope_key}",
+                self.namespace
+            ),
+        ]
+    }
+
+    pub async fn claim(&self, scope_key: &str) -> Result<Claim, ApiError> {
+        let [record, lock] = self.keys(scope_key);
+        let result = self
+            .eval(CLAIM, [record, lock], [RedisParameter::Int64(LOCK_MILLIS)])
+            .await?;
+        match result.first() {
+            Some(RedisResult::Binary(bytes)) => {
+                let cached: Cached = serde_json::from_slice(bytes)
+                    .map_err(|e| ApiError::Internal(format!("cached idempotency record: {e}")))?;
+                let stored = StoredResponse {
+                    fingerprint: cached.fingerprint,
+                    status: cached.status,
+                    body: cached.body.into_bytes(),
+                };
+                Ok(Claim::Recorded(stored, cached.headers))
+            }
+            Some(RedisResult::Int64(1)) => Ok(Claim::Claimed),
+            _ => Ok(Claim::InUse),
+        }
+    }
+
+    /// Best effort: a failure leaves the lock to expire and the record in Postgres.
+    pub async fn finish(
+        &self,
+        scope_key: &str,
+        recorded: Option<(&StoredResponse, &[(String, String)])>,
+        ttl_seconds: i64,
+    ) {
+        let [record, lock] = self.keys(scope_key);
+        let value = recorded
+            .and_then(|(stored, headers)| {
+                serde_json::to_vec(&Cached {
+                    fingerprint: stored.fingerprint.clone(),
+                    status: stored.status,
+                    headers: headers.to_vec(),
+                    body: String::from_utf8_lossy(&stored.body).into_owned(),
+                })
+                .ok()
+            })
+            .unwrap_or_default();
+        let args = [
+            RedisParameter::Binary(value),
+            RedisParameter::Int64(ttl_seconds),
+        ];
+        if let Err(e) = self.eval(FINISH, [record, lock], args).await {
+            eprintln!("idempotency cache not updated: {e}");
+        }
+    }
+
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), ApiError> {
+        self.connection
+            .publish(channel, payload)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("redis publish: {e:?}")))
+    }
+
+    async fn eval<const K: usize, const A: usize>(
+        &self,
+        script: &str,
+        keys: [String; K],
+        args: [RedisParameter; A],
+    ) -> Result<Vec<RedisResult>, ApiError> {
+        let mut arguments = vec![
+            RedisParameter::Binary(script.as_bytes().to_vec()),
+            RedisParameter::Int64(K as i64),
+        ];
+        arguments.extend(
+            keys.into_iter()
+                .map(|k| RedisParameter::Binary(k.into_bytes())),
+        );
+        arguments.extend(args);
+        self.connection
+            .execute("EVAL", arguments)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("redis: {e:?}")))
+    }
+}

@@ -1,0 +1,1 @@
+//! `job_transitions`: the audit trail of job state changes.

@@ -1,0 +1,1 @@
+//! `worker_transitions`: the audit trail of worker state changes.
