@@ -5,10 +5,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ApiError;
 use crate::events::{EventType, SubjectKind};
 use crate::ids::WorkerId;
-use crate::lifecycle::{State, parse_state};
-use crate::validation::InvalidValue;
+use crate::lifecycle::{State, Transition, parse_state};
+use crate::validation::{InvalidValue, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -122,6 +123,31 @@ impl WorkerAction {
     pub fn requires_reason(self) -> bool {
         self == Self::Fail
     }
+
+    /// The reason to record for this action. A failure nobody can explain is useless in the audit trail,
+    /// so for `fail` a missing or blank reason is a 422 on `reason`; the other actions take it as given.
+    pub fn reason(self, given: Option<Reason>) -> Result<Option<Reason>, ApiError> {
+        let blank = given.as_ref().is_none_or(|r| r.as_str().trim().is_empty());
+        if self.requires_reason() && blank {
+            return Err(ApiError::invalid(
+                "reason",
+                format!("is required to {} a worker", self.as_str()),
+            ));
+        }
+        Ok(given)
+    }
+}
+
+/// The first audit record of a worker: registered IDLE (`from: None`), so its trail starts at
+/// registration and every later move has a record before it.
+pub fn registration_transition(id: &WorkerId, actor: &str) -> Transition<WorkerState> {
+    Transition {
+        id: id.clone(),
+        from: None,
+        to: WorkerState::Idle,
+        reason: None,
+        actor: actor.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -172,5 +198,34 @@ mod tests {
         assert_eq!(WorkerAction::from_path_segment("heartbeat"), None);
         assert_eq!("PAUSED".parse::<WorkerState>(), Ok(Paused));
         assert_eq!(Paused.to_string(), "PAUSED");
+    }
+
+    #[test]
+    fn only_fail_insists_on_a_reason() {
+        let reason = |text: &str| Some(Reason::new(text).unwrap());
+        for action in WorkerAction::ALL {
+            assert_eq!(action.reason(reason("why")).unwrap(), reason("why"));
+            for blank in [None, reason(""), reason("  ")] {
+                let outcome = action.reason(blank.clone());
+                if action == WorkerAction::Fail {
+                    let error = outcome.unwrap_err();
+                    assert_eq!(error.status(), 422);
+                    assert_eq!(error.details()["fields"][0]["field"], "reason");
+                } else {
+                    assert_eq!(outcome.unwrap(), blank);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn registration_starts_the_trail_at_idle() {
+        let id = WorkerId::parse("w_1").unwrap();
+        let record = registration_transition(&id, "alice");
+        assert_eq!((record.from, record.to), (None, Idle));
+        assert_eq!(
+            (record.id, record.actor, record.reason),
+            (id, "alice".to_owned(), None)
+        );
     }
 }

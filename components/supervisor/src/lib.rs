@@ -1,9 +1,14 @@
 //! The supervisor component: AI workers and their lifecycle, under
-//! `/api/supervisor/`.
+//! `/api/supervisor/`, and the catch-up read of the events channel,
+//! `/api/events`.
 
+mod events;
+mod lifecycle;
+mod transitions;
 mod workers;
 
 use orchestrator_core::ApiError;
+use orchestrator_core::worker::WorkerAction;
 use orchestrator_edge::routing::{Routes, dispatch};
 use orchestrator_edge::{Context, Reply, Request, serve};
 use spin_sdk::http::IntoResponse;
@@ -12,9 +17,62 @@ use spin_sdk::http_service;
 #[derive(Clone, Copy)]
 enum Endpoint {
     ListWorkers,
+    RegisterWorker,
+    GetWorker,
+    Act(WorkerAction),
+    Heartbeat,
+    Transitions,
+    Metrics,
+    Events,
 }
 
-const ROUTES: &Routes<Endpoint> = &[("GET", "/api/supervisor/workers", Endpoint::ListWorkers)];
+const ROUTES: &Routes<Endpoint> = &[
+    ("GET", "/api/supervisor/workers", Endpoint::ListWorkers),
+    ("POST", "/api/supervisor/workers", Endpoint::RegisterWorker),
+    ("GET", "/api/supervisor/workers/{id}", Endpoint::GetWorker),
+    (
+        "POST",
+        "/api/supervisor/workers/{id}/start",
+        Endpoint::Act(WorkerAction::Start),
+    ),
+    (
+        "POST",
+        "/api/supervisor/workers/{id}/pause",
+        Endpoint::Act(WorkerAction::Pause),
+    ),
+    (
+        "POST",
+        "/api/supervisor/workers/{id}/resume",
+        Endpoint::Act(WorkerAction::Resume),
+    ),
+    (
+        "POST",
+        "/api/supervisor/workers/{id}/complete",
+        Endpoint::Act(WorkerAction::Complete),
+    ),
+    (
+        "POST",
+        "/api/supervisor/workers/{id}/fail",
+        Endpoint::Act(WorkerAction::Fail),
+    ),
+    (
+        "POST",
+        "/api/supervisor/workers/{id}/terminate",
+        Endpoint::Act(WorkerAction::Terminate),
+    ),
+    (
+        "POST",
+        "/api/supervisor/workers/{id}/heartbeat",
+        Endpoint::Heartbeat,
+    ),
+    (
+        "GET",
+        "/api/supervisor/workers/{id}/transitions",
+        Endpoint::Transitions,
+    ),
+    ("GET", "/api/supervisor/metrics", Endpoint::Metrics),
+    ("GET", "/api/events", Endpoint::Events),
+];
 
 #[http_service]
 async fn handle(request: spin_sdk::http::Request) -> impl IntoResponse {
@@ -22,9 +80,18 @@ async fn handle(request: spin_sdk::http::Request) -> impl IntoResponse {
 }
 
 async fn route(request: Request) -> Result<Reply, ApiError> {
-    let (endpoint, _params) = dispatch(ROUTES, &request.method, &request.path)?;
+    let (endpoint, params) = dispatch(ROUTES, &request.method, &request.path)?;
     let context = Context::authenticate(&request).await?;
+    // Every pattern with an `{id}` has exactly one parameter.
+    let id = params.first().map_or("", String::as_str);
     match endpoint {
         Endpoint::ListWorkers => workers::list(&request, &context).await,
+        Endpoint::RegisterWorker => workers::register(&request, &context).await,
+        Endpoint::GetWorker => workers::get(id, &context).await,
+        Endpoint::Act(action) => lifecycle::act(action, id, &request, &context).await,
+        Endpoint::Heartbeat => lifecycle::heartbeat(id, &request, &context).await,
+        Endpoint::Transitions => transitions::list(id, &request, &context).await,
+        Endpoint::Metrics => workers::metrics(&request, &context).await,
+        Endpoint::Events => events::catch_up(&request, &context).await,
     }
 }

@@ -18,7 +18,7 @@ pub async fn claim(
     let claimed = db
         .optional_row(
             "INSERT INTO idempotency_records (scope_key, fingerprint, expires_at) \
-             VALUES ($1, $2, now() + $3 * interval '1 second') \
+             VALUES ($1, $2, now() + $3::int8 * interval '1 second') \
              ON CONFLICT (scope_key) DO UPDATE \
                  SET fingerprint = EXCLUDED.fingerprint, status = NULL, body = NULL, response_headers = NULL, \
                      created_at = now(), expires_at = EXCLUDED.expires_at \

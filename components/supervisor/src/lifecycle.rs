@@ -1,0 +1,90 @@
+//! Moving a worker through its lifecycle, and its heartbeat.
+
+use orchestrator_core::ApiError;
+use orchestrator_core::auth::Scope;
+use orchestrator_core::events::NewEvent;
+use orchestrator_core::ids::WorkerId;
+use orchestrator_core::lifecycle::plan_transition;
+use orchestrator_core::validation::Reason;
+use orchestrator_core::version::check_if_match;
+use orchestrator_core::worker::WorkerAction;
+use orchestrator_edge::store::worker_transitions;
+use orchestrator_edge::store::workers::{self, Worker};
+use orchestrator_edge::{Context, Reply, Request, Tx, write};
+use serde::Deserialize;
+
+use crate::workers::reply;
+
+/// The body of a lifecycle action: `{reason?}` (required by `fail`), or empty.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    reason: Option<Reason>,
+}
+
+/// The body of a heartbeat: empty or `{}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
+/// `POST /api/supervisor/workers/{id}/{start|pause|resume|complete|fail|terminate}`: one handler for
+/// all six, since the state table in core decides every one of them. 200 with the moved worker; the
+/// audit row and `worker.state.changed` are written with the move.
+pub async fn act(
+    action: WorkerAction,
+    id: &str,
+    request: &Request,
+    context: &Context,
+) -> Result<Reply, ApiError> {
+    context.caller.require(Scope::SupervisorWrite)?;
+    let id = WorkerId::from_path(id)?;
+    let body: ActionBody = request.json()?;
+    let reason = action.reason(body.reason)?;
+    write(context, request, async |tx| {
+        let worker = lock_for_change(tx, &id, request, context).await?;
+        let transition = plan_transition(&id, worker.status, action.target(), reason, &tx.actor)?;
+        let moved = workers::set_status(&tx.db, &id, transition.to).await?;
+        worker_transitions::insert(&tx.db, &transition).await?;
+        tx.emit(NewEvent::state_changed(&transition, &moved.workspace_id));
+        reply(200, &moved)
+    })
+    .await
+}
+
+/// `POST /api/supervisor/workers/{id}/heartbeat` (body empty or `{}`): sets `last_heartbeat_at`.
+///
+/// A heartbeat reports liveness; it is not a change of the worker. So it bumps neither `version` (the
+/// `ETag` stays) nor `updated_at`, writes no audit row and emits no event: a worker beating every few
+/// seconds would otherwise make its supervisor's every `If-Match` stale and flood the trail and the
+/// channel. It is accepted in every state, terminal ones included, since the state machine governs
+/// moves and a heartbeat is none: the response's `status` tells a process that outlived its worker
+/// that it is finished, and `last_heartbeat_at` shows operators that it is still running.
+/// `If-Match`, when sent, is checked as on every POST.
+pub async fn heartbeat(id: &str, request: &Request, context: &Context) -> Result<Reply, ApiError> {
+    context.caller.require(Scope::SupervisorWrite)?;
+    let id = WorkerId::from_path(id)?;
+    let NoFields {} = request.json()?;
+    write(context, request, async |tx| {
+        lock_for_change(tx, &id, request, context).await?;
+        let worker = workers::record_heartbeat(&tx.db, &id).await?;
+        reply(200, &worker)
+    })
+    .await
+}
+
+/// Locks the worker for the rest of the transaction, then checks what may only be checked on the
+/// locked row: 404 when it is missing or in a workspace the caller cannot see (before `If-Match`, so
+/// a version never leaks), 412 when `If-Match` names another version.
+async fn lock_for_change(
+    tx: &Tx,
+    id: &WorkerId,
+    request: &Request,
+    context: &Context,
+) -> Result<Worker, ApiError> {
+    let worker = workers::lock(&tx.db, id)
+        .await?
+        .ok_or_else(|| id.not_found())?;
+    context.caller.check_visible(&worker.workspace_id, id)?;
+    check_if_match(request.header("if-match"), worker.version)?;
+    Ok(worker)
+}
