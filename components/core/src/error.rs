@@ -39,6 +39,12 @@ pub enum ApiError {
         requested_state: &'static str,
         allowed: Vec<&'static str>,
     },
+    /// 409: a child job names a parent that is already COMPLETED, FAILED or CANCELED. The parent's state
+    /// machine forbids it, so the code is the state machine's; the details name the parent instead of a move.
+    ParentTerminal {
+        parent_job_id: String,
+        parent_state: &'static str,
+    },
     /// 409: nothing left at that depth.
     QuotaExceeded {
         depth: Depth,
@@ -103,6 +109,7 @@ impl ApiError {
             Self::NotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::InvalidStateTransition { .. }
+            | Self::ParentTerminal { .. }
             | Self::QuotaExceeded { .. }
             | Self::AlreadyExists(_)
             | Self::IdempotencyKeyInUse => 409,
@@ -122,7 +129,9 @@ impl ApiError {
             Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
-            Self::InvalidStateTransition { .. } => "INVALID_STATE_TRANSITION",
+            Self::InvalidStateTransition { .. } | Self::ParentTerminal { .. } => {
+                "INVALID_STATE_TRANSITION"
+            }
             Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             Self::AlreadyExists(_) => "ALREADY_EXISTS",
             Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
@@ -156,6 +165,12 @@ impl ApiError {
             } => format!(
                 "{} {id} cannot go from {current_state} to {requested_state}",
                 subject.noun()
+            ),
+            Self::ParentTerminal {
+                parent_job_id,
+                parent_state,
+            } => format!(
+                "Job {parent_job_id} is {parent_state}: no child job can be submitted under it"
             ),
             Self::QuotaExceeded {
                 depth,
@@ -203,6 +218,10 @@ impl ApiError {
                 "requested_state": requested_state,
                 "allowed": allowed,
             }),
+            Self::ParentTerminal {
+                parent_job_id,
+                parent_state,
+            } => json!({ "parent_job_id": parent_job_id, "parent_state": parent_state }),
             Self::QuotaExceeded {
                 depth,
                 requested,

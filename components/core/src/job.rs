@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::events::{EventType, SubjectKind};
-use crate::ids::JobId;
+use crate::ids::{JobId, WorkspaceId};
 use crate::lifecycle::{State, Transition, parse_state, plan_transition};
-use crate::validation::{InvalidValue, Reason};
+use crate::validation::{Depth, InvalidValue, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -89,6 +89,70 @@ pub fn submission_transitions(id: &JobId, actor: &str) -> [Transition<JobState>;
     ]
 }
 
+/// What a submission needs to know of the parent it names, read under a lock that keeps the parent
+/// from finishing until the child is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentJob {
+    pub id: JobId,
+    pub workspace_id: WorkspaceId,
+    pub depth: Depth,
+    pub state: JobState,
+}
+
+/// Checks that a job at `depth` in `workspace` may be submitted under the parent it names, as loaded
+/// (`None`: no such job). A parent in another workspace reads exactly like a missing one (422), so the
+/// answer reveals nothing about other workspaces; a wrong depth is 422; a terminal parent is 409.
+pub fn check_parent(
+    requested: &JobId,
+    parent: Option<&ParentJob>,
+    workspace: &WorkspaceId,
+    depth: Depth,
+) -> Result<(), ApiError> {
+    let Some(parent) = parent.filter(|parent| &parent.workspace_id == workspace) else {
+        return Err(ApiError::invalid(
+            "parent_job_id",
+            format!("no job {requested} in workspace {workspace}"),
+        ));
+    };
+    let expected = parent.depth.get() + 1;
+    if depth.get() != expected {
+        return Err(ApiError::invalid(
+            "depth",
+            format!("must be {expected}, one below the parent job's depth"),
+        ));
+    }
+    if parent.state.is_terminal() {
+        return Err(ApiError::ParentTerminal {
+            parent_job_id: parent.id.as_str().to_owned(),
+            parent_state: parent.state.as_str(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks an allocation for a job at `job_depth` in `state`, asking for workers at `depth`, and plans
+/// the move it implies. Workers are only granted at the job's own depth (422 otherwise). Allocating
+/// runs the job: a PENDING job starts (the returned transition), a RUNNING one keeps running (`None`),
+/// and any other state is refused as the move to RUNNING that the table forbids (409).
+pub fn plan_allocation(
+    id: &JobId,
+    job_depth: Depth,
+    state: JobState,
+    depth: Depth,
+    actor: &str,
+) -> Result<Option<Transition<JobState>>, ApiError> {
+    if depth != job_depth {
+        return Err(ApiError::invalid(
+            "depth",
+            format!("must be the depth of job {id}, which is {job_depth}"),
+        ));
+    }
+    if state == JobState::Running {
+        return Ok(None);
+    }
+    plan_transition(id, state, JobState::Running, None, actor).map(Some)
+}
+
 /// One job of a tree as loaded for cancellation (the root and all its descendants).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobNode {
@@ -152,6 +216,8 @@ pub fn plan_cancel(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::JobState::*;
     use super::*;
     use crate::lifecycle::testing::check_machine;
@@ -187,6 +253,80 @@ mod tests {
         assert_eq!((first.from, first.to), (None, Submitted));
         assert_eq!((second.from, second.to), (Some(Submitted), Pending));
         assert_eq!(second.actor, "alice");
+    }
+
+    fn parent(state: JobState, depth: i64, workspace: &str) -> ParentJob {
+        ParentJob {
+            id: id("j_p"),
+            workspace_id: WorkspaceId::parse(workspace).unwrap(),
+            depth: Depth::new(depth).unwrap(),
+            state,
+        }
+    }
+
+    #[test]
+    fn a_child_goes_one_level_below_a_live_parent_of_its_workspace() {
+        let ws = WorkspaceId::parse("ws").unwrap();
+        let one = Depth::new(1).unwrap();
+        let check =
+            |parent: Option<&ParentJob>, depth| check_parent(&id("j_p"), parent, &ws, depth);
+        for state in [Submitted, Pending, Running] {
+            assert_eq!(check(Some(&parent(state, 0, "ws")), one), Ok(()));
+        }
+
+        let missing = check(None, one).unwrap_err();
+        let elsewhere = check(Some(&parent(Running, 0, "other")), one).unwrap_err();
+        assert_eq!(missing, elsewhere, "another workspace reads as missing");
+        assert_eq!(
+            missing.details(),
+            json!({"fields": [{"field": "parent_job_id", "message": "no job j_p in workspace ws"}]})
+        );
+
+        let wrong_depth = check(Some(&parent(Running, 1, "ws")), one).unwrap_err();
+        assert_eq!(wrong_depth.status(), 422);
+        assert_eq!(wrong_depth.details()["fields"][0]["field"], "depth");
+
+        for state in [Completed, Failed, Canceled] {
+            let error = check(Some(&parent(state, 0, "ws")), one).unwrap_err();
+            assert_eq!(
+                (error.status(), error.code()),
+                (409, "INVALID_STATE_TRANSITION")
+            );
+            assert_eq!(
+                error.details(),
+                json!({"parent_job_id": "j_p", "parent_state": state.as_str()})
+            );
+            assert_eq!(
+                error.message(),
+                format!("Job j_p is {state}: no child job can be submitted under it")
+            );
+        }
+    }
+
+    #[test]
+    fn allocating_starts_a_pending_job_and_keeps_a_running_one() {
+        let job = id("j_1");
+        let zero = Depth::new(0).unwrap();
+        let started = plan_allocation(&job, zero, Pending, zero, "alice")
+            .unwrap()
+            .unwrap();
+        assert_eq!((started.from, started.to), (Some(Pending), Running));
+        assert_eq!(started.actor, "alice");
+        assert_eq!(
+            plan_allocation(&job, zero, Running, zero, "alice"),
+            Ok(None)
+        );
+
+        let wrong_depth = plan_allocation(&job, zero, Running, Depth::new(1).unwrap(), "a");
+        assert_eq!(
+            wrong_depth.unwrap_err().details(),
+            json!({"fields": [{"field": "depth", "message": "must be the depth of job j_1, which is 0"}]})
+        );
+        for state in [Submitted, Completed, Failed, Canceled] {
+            let error = plan_allocation(&job, zero, state, zero, "a").unwrap_err();
+            assert_eq!(error.status(), 409, "{state}");
+            assert_eq!(error.details()["requested_state"], "RUNNING");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The resources component: the per-depth worker quotas shared by all jobs,
 //! under `/api/resources/`.
 
+mod allocations;
 mod quotas;
 
 use orchestrator_core::ApiError;
@@ -12,9 +13,17 @@ use spin_sdk::http_service;
 #[derive(Clone, Copy)]
 enum Endpoint {
     Quotas,
+    Usage,
+    Allocate,
+    Release,
 }
 
-const ROUTES: &Routes<Endpoint> = &[("GET", "/api/resources/quotas", Endpoint::Quotas)];
+const ROUTES: &Routes<Endpoint> = &[
+    ("GET", "/api/resources/quotas", Endpoint::Quotas),
+    ("GET", "/api/resources/usage", Endpoint::Usage),
+    ("POST", "/api/resources/allocate", Endpoint::Allocate),
+    ("POST", "/api/resources/release", Endpoint::Release),
+];
 
 #[http_service]
 async fn handle(request: spin_sdk::http::Request) -> impl IntoResponse {
@@ -26,5 +35,8 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
     let context = Context::authenticate(&request).await?;
     match endpoint {
         Endpoint::Quotas => quotas::list(&context).await,
+        Endpoint::Usage => quotas::usage(&context).await,
+        Endpoint::Allocate => allocations::allocate(&request, &context).await,
+        Endpoint::Release => allocations::release(&request, &context).await,
     }
 }

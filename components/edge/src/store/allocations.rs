@@ -1,1 +1,82 @@
 //! `allocations`: one row per grant; a release closes a job's open rows at one depth.
+//!
+//! The rows are the ledger; `quotas.allocated` and `jobs.allocated_workers` mirror it and change in the
+//! same transaction (the database checks they agree at commit). Allocations are always at their job's
+//! depth (a foreign key), so a job's holdings are all at one depth.
+
+use super::quotas;
+use crate::db::{Columns, Db, text};
+use orchestrator_core::ApiError;
+use orchestrator_core::ids::{AllocationId, JobId, WorkspaceId};
+use orchestrator_core::quota::Release;
+use orchestrator_core::validation::Depth;
+use std::collections::BTreeMap;
+
+/// Records a grant. The caller holds the job's and the depth's locks and bumps both counters.
+pub async fn insert(
+    db: &Db,
+    id: &AllocationId,
+    job: &JobId,
+    workspace: &WorkspaceId,
+    depth: Depth,
+    workers: i64,
+) -> Result<(), ApiError> {
+    db.execute(
+        "INSERT INTO allocations (id, job_id, workspace_id, depth, workers) \
+         VALUES ($1, $2, $3, $4::int8, $5::int8)",
+        [
+            text(id.as_str()),
+            text(job.as_str()),
+            text(workspace.as_str()),
+            depth.get().into(),
+            workers.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Frees everything `holders` (job and its depth) hold: closes their open allocations and gives the
+/// workers back to their depths, whose rows this locks (after the jobs, which the caller has locked).
+/// The caller lowers the jobs' own counters. Returns what each job freed, in job id order.
+pub async fn release(db: &Db, holders: &[(JobId, Depth)]) -> Result<Vec<Release>, ApiError> {
+    if holders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let depths: Vec<Depth> = holders.iter().map(|(_, depth)| *depth).collect();
+    quotas::lock(db, &depths).await?;
+    let jobs: Vec<Option<String>> = holders
+        .iter()
+        .map(|(job, _)| Some(job.as_str().to_owned()))
+        .collect();
+    let rows = db
+        .rows(
+            "WITH closed AS ( \
+                 UPDATE allocations SET released_at = clock_timestamp() \
+                 WHERE job_id = ANY($1::text[]) AND released_at IS NULL \
+                 RETURNING job_id, workers) \
+             SELECT job_id, sum(workers)::int8 FROM closed GROUP BY job_id ORDER BY job_id",
+            [jobs.into()],
+        )
+        .await?;
+    let depth_of: BTreeMap<&str, Depth> = holders
+        .iter()
+        .map(|(job, depth)| (job.as_str(), *depth))
+        .collect();
+    let mut per_depth: BTreeMap<Depth, i64> = BTreeMap::new();
+    let mut released = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let job = row.text(0)?;
+        let workers = row.int(1)?;
+        let depth = *depth_of
+            .get(job.as_str())
+            .ok_or_else(|| ApiError::Internal(format!("released allocations of {job}")))?;
+        let job =
+            JobId::parse(&job).map_err(|_| ApiError::Internal(format!("stored job id {job:?}")))?;
+        *per_depth.entry(depth).or_default() += workers;
+        released.push(Release::new(job, depth, workers));
+    }
+    let per_depth: Vec<(Depth, i64)> = per_depth.into_iter().collect();
+    quotas::give_back(db, &per_depth).await?;
+    Ok(released)
+}

@@ -1,14 +1,19 @@
 //! `quotas`: one row per depth, whose lock serialises allocations.
+//!
+//! Lock order: a writer locks the jobs it changes first ([`super::jobs`]), then the quota rows it needs,
+//! in ascending depth. `allocated` only changes together with the allocations ledger
+//! ([`super::allocations`]); the database checks they agree at commit.
 
 use crate::db::{Columns, Db};
 use orchestrator_core::ApiError;
-use orchestrator_core::quota::Quotas;
+use orchestrator_core::quota::{Quotas, Usage};
 use orchestrator_core::validation::Depth;
+use spin_sdk::pg::ParameterValue;
 
 /// Brings the table's limits in line with the configured `depth_quotas` (a
 /// write only where they differ; never below what is already allocated) and
-/// returns the configured limits.
-pub async fn sync(db: &Db, quotas: &Quotas) -> Result<Vec<(i64, i64)>, ApiError> {
+/// returns each depth's configured limit and current allocation.
+pub async fn sync(db: &Db, quotas: &Quotas) -> Result<Vec<Usage>, ApiError> {
     let limits: Vec<Option<i32>> = Depth::all()
         .map(|depth| i32::try_from(quotas.max_workers(depth)).ok())
         .collect();
@@ -22,11 +27,68 @@ pub async fn sync(db: &Db, quotas: &Quotas) -> Result<Vec<(i64, i64)>, ApiError>
                  FROM configured c \
                  WHERE q.depth = c.depth AND q.max_workers <> GREATEST(c.max_workers, q.allocated) \
                  RETURNING q.depth) \
-             SELECT depth::int8, max_workers::int8 FROM configured ORDER BY depth",
+             SELECT q.allocated::int8 FROM configured c JOIN quotas q USING (depth) ORDER BY depth",
             [limits.into()],
         )
         .await?;
-    rows.iter()
-        .map(|row| Ok((row.int(0)?, row.int(1)?)))
+    if rows.len() != Depth::all().count() {
+        return Err(ApiError::Internal(format!(
+            "quotas has {} of the six depths",
+            rows.len()
+        )));
+    }
+    Depth::all()
+        .zip(&rows)
+        .map(|(depth, row)| Ok(Usage::new(depth, quotas.max_workers(depth), row.int(0)?)))
         .collect()
+}
+
+fn depths(depths: &[Depth]) -> ParameterValue {
+    depths
+        .iter()
+        .map(|depth| Some(depth.get()))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// Locks the rows of `depths` in ascending depth and returns how many workers each has allocated,
+/// in that order. Whoever holds a row decides alone what its depth can still grant.
+pub async fn lock(db: &Db, depths: &[Depth]) -> Result<Vec<i64>, ApiError> {
+    let mut ordered = depths.to_vec();
+    ordered.sort();
+    ordered.dedup();
+    db.rows(
+        "SELECT allocated::int8 FROM quotas WHERE depth = ANY($1::int8[]) ORDER BY depth FOR UPDATE",
+        [self::depths(&ordered)],
+    )
+    .await?
+    .iter()
+    .map(|row| row.int(0))
+    .collect()
+}
+
+/// Takes `workers` from a depth (whose row the caller has locked), whose limit is `max_workers` as
+/// configured: the row's limit follows the configuration here, as [`sync`] would make it.
+pub async fn take(db: &Db, depth: Depth, max_workers: i64, workers: i64) -> Result<(), ApiError> {
+    db.execute(
+        "UPDATE quotas SET allocated = allocated + $3::int8, \
+             max_workers = GREATEST($2::int8, allocated + $3::int8) \
+         WHERE depth = $1::int8",
+        [depth.get().into(), max_workers.into(), workers.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Returns workers to their depths (whose rows the caller has locked); one entry per depth.
+pub async fn give_back(db: &Db, freed: &[(Depth, i64)]) -> Result<(), ApiError> {
+    let workers: Vec<Option<i64>> = freed.iter().map(|(_, workers)| Some(*workers)).collect();
+    let freed_depths: Vec<Depth> = freed.iter().map(|(depth, _)| *depth).collect();
+    db.execute(
+        "UPDATE quotas q SET allocated = q.allocated - f.workers \
+         FROM unnest($1::int8[], $2::int8[]) AS f(depth, workers) WHERE q.depth = f.depth",
+        [depths(&freed_depths), workers.into()],
+    )
+    .await?;
+    Ok(())
 }

@@ -1,0 +1,126 @@
+//! Granting workers to jobs, and taking them back.
+//!
+//! Both change the job (its `allocated_workers`, its version, and for a first grant its state), so
+//! both honour `If-Match` against the job's version, like every state-changing POST.
+
+use crate::quotas::configured;
+use orchestrator_core::ApiError;
+use orchestrator_core::auth::Scope;
+use orchestrator_core::events::NewEvent;
+use orchestrator_core::ids::{AllocationId, JobId};
+use orchestrator_core::job::plan_allocation;
+use orchestrator_core::quota::{Grant, Release, grant};
+use orchestrator_core::validation::{Depth, WorkerCount};
+use orchestrator_edge::store::{allocations, job_transitions, jobs, quotas};
+use orchestrator_edge::{Context, Reply, Request, random_bytes, write};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllocateBody {
+    job_id: JobId,
+    depth: Depth,
+    worker_count: WorkerCount,
+}
+
+/// `POST /api/resources/allocate`: grants up to `worker_count` workers at the job's depth, starting a
+/// PENDING job.
+pub async fn allocate(request: &Request, context: &Context) -> Result<Reply, ApiError> {
+    context.caller.require(Scope::ResourcesWrite)?;
+    let body: AllocateBody = request.json()?;
+    let max_workers = configured().await?.max_workers(body.depth);
+    write(context, request, async |tx| {
+        // Never over-grant, however many requests race on however many instances: the decision is
+        // made under two row locks held until commit. First the job (so its state, depth and holdings
+        // cannot change underneath, and concurrent allocations for one job queue here), then the
+        // depth's quota row: every grant and release at this depth holds it, so `allocated` read
+        // below is exact until this transaction commits. Jobs before quota rows is the order every
+        // writer follows (cancel, complete, fail, release), so none of them can deadlock with this.
+        let job = jobs::lock_for_change(
+            &tx.db,
+            &body.job_id,
+            &context.caller,
+            request.header("if-match"),
+        )
+        .await?;
+        let start = plan_allocation(&job.id, job.depth, job.status, body.depth, &tx.actor)?;
+        let allocated = quotas::lock(&tx.db, &[body.depth])
+            .await?
+            .first()
+            .copied()
+            .ok_or_else(|| ApiError::Internal(format!("no quota row at depth {}", body.depth)))?;
+        let granted = grant(body.depth, body.worker_count, max_workers, allocated)?;
+        let grant = Grant {
+            job_id: job.id.clone(),
+            depth: body.depth,
+            requested: body.worker_count,
+            granted,
+            allocation_id: AllocationId::generate(random_bytes()),
+        };
+        allocations::insert(
+            &tx.db,
+            &grant.allocation_id,
+            &job.id,
+            &job.workspace_id,
+            body.depth,
+            granted,
+        )
+        .await?;
+        quotas::take(&tx.db, body.depth, max_workers, granted).await?;
+        jobs::add_workers(&tx.db, &job.id, granted).await?;
+        if let Some(start) = start {
+            job_transitions::insert(&tx.db, std::slice::from_ref(&start)).await?;
+            tx.emit(NewEvent::state_changed(&start, &job.workspace_id));
+        }
+        tx.emit(NewEvent::resources_allocated(
+            &grant,
+            &job.workspace_id,
+            &tx.actor,
+        ));
+        Reply::json(201, &grant)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    job_id: JobId,
+    depth: Depth,
+}
+
+/// `POST /api/resources/release`: frees everything the job holds at that depth. Holding nothing there
+/// (including at a depth other than the job's, where it can never hold anything) is `released: false`,
+/// with no change and no event.
+pub async fn release(request: &Request, context: &Context) -> Result<Reply, ApiError> {
+    context.caller.require(Scope::ResourcesWrite)?;
+    let body: ReleaseBody = request.json()?;
+    write(context, request, async |tx| {
+        // Same lock order as allocating: the job, then (inside `allocations::release`) the quota row.
+        let job = jobs::lock_for_change(
+            &tx.db,
+            &body.job_id,
+            &context.caller,
+            request.header("if-match"),
+        )
+        .await?;
+        let holding: Vec<(JobId, Depth)> = (job.depth == body.depth && job.allocated_workers > 0)
+            .then(|| (job.id.clone(), job.depth))
+            .into_iter()
+            .collect();
+        let release = match allocations::release(&tx.db, &holding).await?.pop() {
+            Some(release) => {
+                jobs::remove_workers(&tx.db, &job.id, release.released_workers).await?;
+                tx.emit(NewEvent::resources_released(
+                    &release,
+                    &job.workspace_id,
+                    &tx.actor,
+                ));
+                release
+            }
+            None => Release::new(job.id, body.depth, 0),
+        };
+        Reply::ok(&release)
+    })
+    .await
+}

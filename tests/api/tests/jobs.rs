@@ -1,0 +1,836 @@
+//! The jobs endpoints through the host: submit, read, list, complete, fail and cancel of single jobs,
+//! with their audit rows, events, `ETag`/`If-Match`, idempotency and workspace confinement.
+
+use api_tests::{TestApp, all_scopes, assert_error, parts, spawn_app, token};
+use orchestrator_core::auth::Scope;
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+
+const WS: &str = "ws_a";
+
+fn writer() -> String {
+    token(&[Scope::JobsRead, Scope::JobsWrite], Some(WS))
+}
+
+async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> Response {
+    app.request(Method::POST, path, Some(token))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Submits a job and returns it (asserting 201).
+async fn submit(app: &TestApp, token: &str, body: Value) -> Value {
+    let (status, job) = parts(post(app, "/api/jobs/submit", token, body).await).await;
+    assert_eq!(status, 201, "{job}");
+    job
+}
+
+async fn submit_task(app: &TestApp, token: &str, task: &str) -> String {
+    let job = submit(
+        app,
+        token,
+        json!({"task_description": task, "worker_count": 2}),
+    )
+    .await;
+    job["id"].as_str().unwrap().to_owned()
+}
+
+/// Runs a PENDING job by allocating one worker to it (the only way a job starts).
+async fn run(app: &TestApp, job: &str) {
+    let allocator = token(&[Scope::ResourcesWrite], Some(WS));
+    let response = post(
+        app,
+        "/api/resources/allocate",
+        &allocator,
+        json!({"job_id": job, "depth": 0, "worker_count": 1}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+}
+
+/// `(type, subject_id, data)` of every event, in `seq` order.
+async fn events(app: &TestApp) -> Vec<(String, String, Value)> {
+    app.db
+        .client()
+        .await
+        .unwrap()
+        .query(
+            "SELECT type, subject_id, data::text FROM events ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let data: String = row.get(2);
+            (row.get(0), row.get(1), serde_json::from_str(&data).unwrap())
+        })
+        .collect()
+}
+
+async fn count_jobs(app: &TestApp) -> i64 {
+    app.db
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM jobs", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn ids(list: &Value) -> Vec<&str> {
+    list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn submitting_a_job_records_submitted_then_pending() {
+    let app = spawn_app().await;
+    let response = post(
+        &app,
+        "/api/jobs/submit",
+        &writer(),
+        json!({"task_description": "summarise the logs", "worker_count": 3}),
+    )
+    .await;
+    assert_eq!(response.headers()["etag"], "\"1\"");
+    let (status, job) = parts(response).await;
+    assert_eq!(status, 201);
+    let id = job["id"].as_str().unwrap();
+    assert!(
+        id.len() == 14
+            && id.starts_with("j_")
+            && id[2..]
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+        "{id}"
+    );
+    assert_eq!(job["status"], "PENDING");
+    assert_eq!(job["workspace_id"], WS);
+    assert_eq!(
+        (job["worker_count"].as_i64(), job["depth"].as_i64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(
+        (job["version"].as_i64(), job["allocated_workers"].as_i64()),
+        (Some(1), Some(0))
+    );
+    for empty in [
+        "parent_job_id",
+        "started_at",
+        "completed_at",
+        "result",
+        "error",
+    ] {
+        assert!(job[empty].is_null(), "{empty}: {job}");
+    }
+    assert!(job["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let read = app.get(&format!("/api/jobs/{id}"), &writer()).await;
+    assert_eq!(read.headers()["etag"], "\"1\"");
+    assert_eq!(parts(read).await.1, job);
+
+    let (status, trail) = parts(
+        app.get(&format!("/api/jobs/{id}/transitions"), &writer())
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (trail["total"].as_i64(), trail["limit"].as_i64()),
+        (Some(2), Some(50))
+    );
+    let moves: Vec<(Value, Value)> = trail["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["from_state"].clone(), t["to_state"].clone()))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (Value::Null, json!("SUBMITTED")),
+            (json!("SUBMITTED"), json!("PENDING"))
+        ]
+    );
+    assert_eq!(trail["transitions"][0]["actor"], "tester");
+    assert!(
+        trail["transitions"][1]["at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+
+    let events = events(&app).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        (events[0].0.as_str(), events[0].1.as_str()),
+        ("job.submitted", id)
+    );
+    assert_eq!(events[0].2, job);
+    assert_eq!(events[1].0, "job.state.changed");
+    assert_eq!(
+        events[1].2,
+        json!({"from": "SUBMITTED", "to": "PENDING", "reason": null})
+    );
+}
+
+#[tokio::test]
+async fn submit_validates_the_body_and_the_workspace() {
+    let app = spawn_app().await;
+    let long = "x".repeat(4097);
+    for (body, field) in [
+        (
+            json!({"task_description": "", "worker_count": 1}),
+            "task_description",
+        ),
+        (
+            json!({"task_description": long, "worker_count": 1}),
+            "task_description",
+        ),
+        (json!({"worker_count": 1}), "task_description"),
+        (
+            json!({"task_description": "t", "worker_count": 0}),
+            "worker_count",
+        ),
+        (
+            json!({"task_description": "t", "worker_count": 11}),
+            "worker_count",
+        ),
+        (json!({"task_description": "t"}), "worker_count"),
+        (
+            json!({"task_description": "t", "worker_count": 1, "depth": 6}),
+            "depth",
+        ),
+        (
+            json!({"task_description": "t", "worker_count": 1, "depth": -1}),
+            "depth",
+        ),
+        (
+            json!({"task_description": "t", "worker_count": 1, "priority": 1}),
+            "priority",
+        ),
+        (
+            json!({"task_description": "t", "worker_count": 1, "parent_job_id": "a b"}),
+            "parent_job_id",
+        ),
+        (
+            json!({"task_description": "t", "worker_count": 1, "workspace_id": ""}),
+            "workspace_id",
+        ),
+    ] {
+        let body = assert_error(
+            post(&app, "/api/jobs/submit", &writer(), body).await,
+            422,
+            "VALIDATION_FAILED",
+        )
+        .await;
+        assert_eq!(
+            body["error"]["details"]["fields"][0]["field"], field,
+            "{body}"
+        );
+    }
+    // 4096 characters (not bytes) is the limit.
+    submit(
+        &app,
+        &writer(),
+        json!({"task_description": "é".repeat(4096), "worker_count": 10}),
+    )
+    .await;
+
+    // An operator token must say where the job goes; a confined one may not go elsewhere.
+    let operator = token(&[Scope::JobsWrite], None);
+    let body = assert_error(
+        post(
+            &app,
+            "/api/jobs/submit",
+            &operator,
+            json!({"task_description": "t", "worker_count": 1}),
+        )
+        .await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(
+        body["error"]["details"]["fields"][0]["field"],
+        "workspace_id"
+    );
+    let job = submit(
+        &app,
+        &operator,
+        json!({"task_description": "t", "worker_count": 1, "workspace_id": "ws_b"}),
+    )
+    .await;
+    assert_eq!(job["workspace_id"], "ws_b");
+    assert_error(
+        post(
+            &app,
+            "/api/jobs/submit",
+            &writer(),
+            json!({"task_description": "t", "worker_count": 1, "workspace_id": "ws_b"}),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+
+    let response = app
+        .request(Method::POST, "/api/jobs/submit", Some(&writer()))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "BAD_REQUEST").await;
+    assert_eq!(count_jobs(&app).await, 2);
+}
+
+#[tokio::test]
+async fn submit_under_a_parent_checks_workspace_depth_and_state() {
+    let app = spawn_app().await;
+    let parent = submit_task(&app, &writer(), "parent").await;
+    let child = |parent: &str, depth: i64| json!({"task_description": "child", "worker_count": 1, "depth": depth, "parent_job_id": parent});
+
+    let job = submit(&app, &writer(), child(&parent, 1)).await;
+    assert_eq!(
+        (job["parent_job_id"].as_str(), job["depth"].as_i64()),
+        (Some(parent.as_str()), Some(1))
+    );
+
+    let missing = assert_error(
+        post(
+            &app,
+            "/api/jobs/submit",
+            &writer(),
+            child("j_000000000000", 1),
+        )
+        .await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(
+        missing["error"]["details"]["fields"][0]["field"],
+        "parent_job_id"
+    );
+    // A parent in another workspace is as unknown as a missing one.
+    let elsewhere = submit_task(&app, &token(&[Scope::JobsWrite], Some("ws_b")), "other").await;
+    let foreign = assert_error(
+        post(&app, "/api/jobs/submit", &writer(), child(&elsewhere, 1)).await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(
+        foreign["detail"]
+            .as_str()
+            .unwrap()
+            .replace(&elsewhere, "ID"),
+        missing["detail"]
+            .as_str()
+            .unwrap()
+            .replace("j_000000000000", "ID")
+    );
+    for depth in [0, 2] {
+        let body = assert_error(
+            post(&app, "/api/jobs/submit", &writer(), child(&parent, depth)).await,
+            422,
+            "VALIDATION_FAILED",
+        )
+        .await;
+        assert_eq!(body["error"]["details"]["fields"][0]["field"], "depth");
+    }
+
+    let (status, _) = parts(
+        post(
+            &app,
+            &format!("/api/jobs/{parent}/cancel"),
+            &writer(),
+            json!({}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let body = assert_error(
+        post(&app, "/api/jobs/submit", &writer(), child(&parent, 1)).await,
+        409,
+        "INVALID_STATE_TRANSITION",
+    )
+    .await;
+    assert_eq!(
+        body["error"]["details"],
+        json!({"parent_job_id": parent, "parent_state": "CANCELED"})
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_submit_with_the_same_key_is_replayed() {
+    let app = spawn_app().await;
+    let body = json!({"task_description": "once", "worker_count": 1});
+    let send = |key: &str, body: &Value| {
+        app.request(Method::POST, "/api/jobs/submit", Some(&writer()))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+    };
+    let first = send("key-1", &body).await.unwrap();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first_etag = first.headers()["etag"].clone();
+    let first_body = first.bytes().await.unwrap();
+
+    let again = send("key-1", &body).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["etag"], first_etag);
+    assert_eq!(again.bytes().await.unwrap(), first_body);
+    assert_eq!(count_jobs(&app).await, 1);
+    assert_eq!(events(&app).await.len(), 2, "a replay emits nothing");
+
+    let other = json!({"task_description": "twice", "worker_count": 1});
+    assert_error(
+        send("key-1", &other).await.unwrap(),
+        422,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    .await;
+    assert_eq!(send("key-2", &body).await.unwrap().status(), 201);
+    assert_eq!(count_jobs(&app).await, 2);
+}
+
+#[tokio::test]
+async fn listing_jobs_filters_pages_and_confines_to_a_workspace() {
+    let app = spawn_app().await;
+    let root = submit_task(&app, &writer(), "root").await;
+    let child = submit(
+        &app,
+        &writer(),
+        json!({"task_description": "child", "worker_count": 1, "depth": 1, "parent_job_id": root}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let running = submit_task(&app, &writer(), "running").await;
+    run(&app, &running).await;
+    let other = submit_task(&app, &token(&[Scope::JobsWrite], Some("ws_b")), "other").await;
+
+    let operator = token(&[Scope::JobsRead], None);
+    let (status, all) = parts(app.get("/api/jobs", &operator).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&all), [root.as_str(), &child, &running, &other]);
+    assert_eq!(
+        (
+            all["total"].as_i64(),
+            all["limit"].as_i64(),
+            all["offset"].as_i64()
+        ),
+        (Some(4), Some(50), Some(0))
+    );
+
+    let by_parent = format!("parent_job_id={root}");
+    let cases = [
+        ("limit=2&offset=1", vec![child.as_str(), &running]),
+        ("depth=1", vec![child.as_str()]),
+        ("status=RUNNING", vec![running.as_str()]),
+        ("status=PENDING&depth=0", vec![root.as_str(), &other]),
+        (by_parent.as_str(), vec![child.as_str()]),
+        ("workspace_id=ws_b", vec![other.as_str()]),
+    ];
+    for (query, expected) in cases {
+        let (_, page) = parts(app.get(&format!("/api/jobs?{query}"), &operator).await).await;
+        assert_eq!(ids(&page), expected, "{query}");
+    }
+    let (_, page) = parts(app.get("/api/jobs?limit=2&offset=1", &operator).await).await;
+    assert_eq!(page["total"], 4, "total ignores paging");
+
+    let confined = token(&[Scope::JobsRead], Some("ws_b"));
+    let (_, mine) = parts(app.get("/api/jobs", &confined).await).await;
+    assert_eq!(
+        (ids(&mine), mine["total"].as_i64()),
+        (vec![other.as_str()], Some(1))
+    );
+    let (_, theirs) = parts(app.get("/api/jobs?workspace_id=ws_a", &confined).await).await;
+    assert_eq!((ids(&theirs).len(), theirs["total"].as_i64()), (0, Some(0)));
+
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "offset=-1",
+        "depth=6",
+        "status=DONE",
+        "parent_job_id=a%20b",
+        "workspace_id=%20",
+    ] {
+        let response = app.get(&format!("/api/jobs?{bad}"), &operator).await;
+        assert_error(response, 422, "VALIDATION_FAILED").await;
+    }
+}
+
+#[tokio::test]
+async fn children_are_listed_under_their_parent() {
+    let app = spawn_app().await;
+    let root = submit_task(&app, &writer(), "root").await;
+    let mut children = Vec::new();
+    for n in 0..3 {
+        let child = submit(
+            &app,
+            &writer(),
+            json!({"task_description": format!("child {n}"), "worker_count": 1, "depth": 1, "parent_job_id": root}),
+        )
+        .await;
+        children.push(child["id"].as_str().unwrap().to_owned());
+    }
+    let (status, page) = parts(
+        app.get(&format!("/api/jobs/{root}/children?limit=2"), &writer())
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&page), [children[0].as_str(), &children[1]]);
+    assert_eq!(
+        (page["total"].as_i64(), page["limit"].as_i64()),
+        (Some(3), Some(2))
+    );
+    let (_, leaf) = parts(
+        app.get(&format!("/api/jobs/{}/children", children[0]), &writer())
+            .await,
+    )
+    .await;
+    assert_eq!(
+        leaf,
+        json!({"jobs": [], "total": 0, "limit": 50, "offset": 0})
+    );
+    assert_error(
+        app.get("/api/jobs/j_000000000000/children", &writer())
+            .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        app.get(&format!("/api/jobs/{root}/children?offset=x"), &writer())
+            .await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn only_a_running_job_completes_or_fails() {
+    let app = spawn_app().await;
+    let job = submit_task(&app, &writer(), "work").await;
+    let path = |action: &str| format!("/api/jobs/{job}/{action}");
+
+    let body = assert_error(
+        post(&app, &path("complete"), &writer(), json!({})).await,
+        409,
+        "INVALID_STATE_TRANSITION",
+    )
+    .await;
+    assert_eq!(
+        body["error"]["details"],
+        json!({"id": job, "current_state": "PENDING", "requested_state": "COMPLETED", "allowed": ["RUNNING", "CANCELED"]})
+    );
+    assert_error(
+        post(&app, &path("fail"), &writer(), json!({"error": "boom"})).await,
+        409,
+        "INVALID_STATE_TRANSITION",
+    )
+    .await;
+
+    run(&app, &job).await;
+    let too_big = json!({"result": {"k": "x".repeat(16 * 1024)}});
+    for (action, body, field) in [
+        ("complete", json!({"result": [1]}), "result"),
+        ("complete", too_big, "result"),
+        ("complete", json!({"outcome": 1}), "outcome"),
+        ("fail", json!({}), "error"),
+        ("fail", json!({"error": "x".repeat(4097)}), "error"),
+    ] {
+        let body = assert_error(
+            post(&app, &path(action), &writer(), body).await,
+            422,
+            "VALIDATION_FAILED",
+        )
+        .await;
+        assert_eq!(
+            body["error"]["details"]["fields"][0]["field"], field,
+            "{body}"
+        );
+    }
+
+    // The job is at version 2 (the allocation changed it): a stale If-Match is refused.
+    let stale = app
+        .request(Method::POST, &path("complete"), Some(&writer()))
+        .header("If-Match", "\"1\"")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(stale, 412, "VERSION_MISMATCH").await;
+    assert_eq!(body["error"]["details"]["current_version"], 2);
+    let response = app
+        .request(Method::POST, &path("complete"), Some(&writer()))
+        .header("If-Match", "\"2\"")
+        .json(&json!({"result": {"summary": "done", "lines": 3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["etag"], "\"3\"");
+    let (status, done) = parts(response).await;
+    assert_eq!(status, 200);
+    assert_eq!(done["status"], "COMPLETED");
+    assert_eq!(done["result"], json!({"summary": "done", "lines": 3}));
+    assert_eq!(done["allocated_workers"], 0);
+    assert!(done["completed_at"].as_str().unwrap() >= done["started_at"].as_str().unwrap());
+    let body = assert_error(
+        post(&app, &path("fail"), &writer(), json!({"error": "late"})).await,
+        409,
+        "INVALID_STATE_TRANSITION",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["allowed"], json!([]));
+
+    let failing = submit_task(&app, &writer(), "doomed").await;
+    run(&app, &failing).await;
+    let (status, failed) = parts(
+        post(
+            &app,
+            &format!("/api/jobs/{failing}/fail"),
+            &writer(),
+            json!({"error": "out of memory"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (failed["status"].as_str(), failed["error"].as_str()),
+        (Some("FAILED"), Some("out of memory"))
+    );
+    assert!(failed["result"].is_null());
+
+    let (_, trail) = parts(
+        app.get(
+            &format!("/api/jobs/{failing}/transitions?offset=2"),
+            &writer(),
+        )
+        .await,
+    )
+    .await;
+    let to: Vec<&str> = trail["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["to_state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (to, trail["total"].as_i64()),
+        (vec!["RUNNING", "FAILED"], Some(4))
+    );
+    assert_error(
+        post(
+            &app,
+            "/api/jobs/j_000000000000/complete",
+            &writer(),
+            json!({}),
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn canceling_a_single_job() {
+    let app = spawn_app().await;
+    let job = submit_task(&app, &writer(), "cancel me").await;
+    let path = format!("/api/jobs/{job}/cancel");
+    let body = assert_error(
+        post(&app, &path, &writer(), json!({"reason": "x".repeat(1001)})).await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["fields"][0]["field"], "reason");
+
+    // An empty body is an absent reason.
+    let response = app
+        .request(Method::POST, &path, Some(&writer()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["etag"], "\"2\"");
+    let (status, canceled) = parts(response).await;
+    assert_eq!(status, 200);
+    assert_eq!(canceled["status"], "CANCELED");
+    assert!(canceled["completed_at"].is_string() && canceled["started_at"].is_null());
+
+    let body = assert_error(
+        post(&app, &path, &writer(), json!({})).await,
+        409,
+        "INVALID_STATE_TRANSITION",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["current_state"], "CANCELED");
+
+    let running = submit_task(&app, &writer(), "running").await;
+    run(&app, &running).await;
+    let (status, canceled) = parts(
+        post(
+            &app,
+            &format!("/api/jobs/{running}/cancel"),
+            &writer(),
+            json!({"reason": "no longer needed"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, canceled["status"].as_str()),
+        (200, Some("CANCELED"))
+    );
+    assert!(canceled["started_at"].is_string());
+    let (_, trail) = parts(
+        app.get(&format!("/api/jobs/{running}/transitions"), &writer())
+            .await,
+    )
+    .await;
+    let last = &trail["transitions"][3];
+    assert_eq!(
+        (last["from_state"].as_str(), last["to_state"].as_str()),
+        (Some("RUNNING"), Some("CANCELED"))
+    );
+    assert_eq!(last["reason"], "no longer needed");
+}
+
+#[tokio::test]
+async fn another_workspace_s_jobs_are_invisible() {
+    let app = spawn_app().await;
+    let theirs = submit_task(&app, &token(&[Scope::JobsWrite], Some("ws_b")), "theirs").await;
+    let outsider = writer();
+    for path in [
+        format!("/api/jobs/{theirs}"),
+        format!("/api/jobs/{theirs}/children"),
+        format!("/api/jobs/{theirs}/transitions"),
+    ] {
+        assert_error(app.get(&path, &outsider).await, 404, "NOT_FOUND").await;
+    }
+    for (action, body) in [
+        ("cancel", json!({})),
+        ("complete", json!({})),
+        ("fail", json!({"error": "x"})),
+    ] {
+        let response = post(
+            &app,
+            &format!("/api/jobs/{theirs}/{action}"),
+            &outsider,
+            body,
+        )
+        .await;
+        assert_error(response, 404, "NOT_FOUND").await;
+    }
+    let (_, list) = parts(app.get("/api/jobs", &outsider).await).await;
+    assert_eq!(list["total"], 0);
+    let (_, job) = parts(
+        app.get(
+            &format!("/api/jobs/{theirs}"),
+            &token(&[Scope::JobsRead], Some("ws_b")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (job["status"].as_str(), job["version"].as_i64()),
+        (Some("PENDING"), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn every_endpoint_needs_a_valid_token_with_its_scope() {
+    let app = spawn_app().await;
+    let job = submit_task(&app, &writer(), "guarded").await;
+    let endpoints = [
+        (Method::GET, "/api/jobs".to_owned(), Scope::JobsRead),
+        (Method::GET, format!("/api/jobs/{job}"), Scope::JobsRead),
+        (
+            Method::GET,
+            format!("/api/jobs/{job}/children"),
+            Scope::JobsRead,
+        ),
+        (
+            Method::GET,
+            format!("/api/jobs/{job}/transitions"),
+            Scope::JobsRead,
+        ),
+        (
+            Method::POST,
+            "/api/jobs/submit".to_owned(),
+            Scope::JobsWrite,
+        ),
+        (
+            Method::POST,
+            format!("/api/jobs/{job}/cancel"),
+            Scope::JobsWrite,
+        ),
+        (
+            Method::POST,
+            format!("/api/jobs/{job}/complete"),
+            Scope::JobsWrite,
+        ),
+        (
+            Method::POST,
+            format!("/api/jobs/{job}/fail"),
+            Scope::JobsWrite,
+        ),
+    ];
+    for (method, path, scope) in endpoints {
+        let response = app
+            .request(method.clone(), &path, None)
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, 401, "UNAUTHENTICATED").await;
+        let others: Vec<Scope> = all_scopes().into_iter().filter(|s| *s != scope).collect();
+        let response = app
+            .request(method, &path, Some(&token(&others, None)))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, 403, "FORBIDDEN").await;
+    }
+    let (_, unchanged) = parts(app.get(&format!("/api/jobs/{job}"), &writer()).await).await;
+    assert_eq!(unchanged["version"], 1);
+
+    // Routing: unknown ids are 404 whatever their shape, wrong methods 405.
+    assert_error(
+        app.get("/api/jobs/submit", &writer()).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        post(&app, "/api/jobs/bad%20id/cancel", &writer(), json!({})).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    let response = post(&app, &format!("/api/jobs/{job}"), &writer(), json!({})).await;
+    assert_eq!(response.headers()["allow"], "GET");
+    assert_error(response, 405, "METHOD_NOT_ALLOWED").await;
+    let response = app.get("/api/jobs/submit/x", &writer()).await;
+    assert_error(response, 404, "NOT_FOUND").await;
+}
