@@ -13,6 +13,8 @@ pub mod error;
 pub mod auth;
 // JSON request bodies into validated request types.
 pub mod body;
+// Service accounts: Argon2id client secrets and the tokens they are granted.
+pub mod credentials;
 // Idempotency keys, request fingerprints and replay decisions.
 pub mod idempotency;
 // Worker, job, workspace and allocation ids.

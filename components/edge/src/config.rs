@@ -41,13 +41,15 @@ impl Config {
             database_url: variable("database_url").await?,
             redis_url: variable("redis_url").await?,
             events_channel: variable("events_channel").await?,
-            idempotency_ttl_seconds: parse_seconds(
-                "idempotency_ttl_seconds",
-                &variable("idempotency_ttl_seconds").await?,
-            )?,
+            idempotency_ttl_seconds: seconds_variable("idempotency_ttl_seconds").await?,
             auth,
         })
     }
+}
+
+/// Reads a variable holding a positive number of seconds (a TTL).
+pub async fn seconds_variable(name: &str) -> Result<i64, ApiError> {
+    parse_seconds(name, &variable(name).await?)
 }
 
 fn parse_seconds(name: &str, raw: &str) -> Result<i64, ApiError> {

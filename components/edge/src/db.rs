@@ -48,6 +48,11 @@ impl Db {
         Ok(self.rows(sql, params).await?.into_iter().next())
     }
 
+    /// A round trip that touches no table: is the database there and answering?
+    pub async fn ping(&self) -> Result<(), ApiError> {
+        self.execute("SELECT 1", []).await.map(drop)
+    }
+
     pub async fn execute(
         &self,
         sql: &str,

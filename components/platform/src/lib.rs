@@ -1,6 +1,9 @@
 //! The platform component: health, the OpenAPI document and the token
 //! endpoint — the routes that need no bearer token.
 
+mod health;
+mod token;
+
 use orchestrator_core::ApiError;
 use orchestrator_edge::routing::{Routes, dispatch};
 use orchestrator_edge::{Reply, Request, serve};
@@ -8,9 +11,20 @@ use spin_sdk::http::IntoResponse;
 use spin_sdk::http_service;
 
 #[derive(Clone, Copy)]
-enum Endpoint {}
+enum Endpoint {
+    Health,
+    OpenApi,
+    Token,
+}
 
-const ROUTES: &Routes<Endpoint> = &[];
+const ROUTES: &Routes<Endpoint> = &[
+    ("GET", "/api/health", Endpoint::Health),
+    ("GET", "/api/openapi.json", Endpoint::OpenApi),
+    ("POST", "/api/auth/token", Endpoint::Token),
+];
+
+/// The OpenAPI 3.1 document of the whole API, served as written.
+const OPENAPI: &str = include_str!("../openapi.json");
 
 #[http_service]
 async fn handle(request: spin_sdk::http::Request) -> impl IntoResponse {
@@ -19,5 +33,13 @@ async fn handle(request: spin_sdk::http::Request) -> impl IntoResponse {
 
 async fn route(request: Request) -> Result<Reply, ApiError> {
     let (endpoint, _params) = dispatch(ROUTES, &request.method, &request.path)?;
-    match endpoint {}
+    match endpoint {
+        Endpoint::Health => health::check().await,
+        Endpoint::OpenApi => Ok(Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: OPENAPI.as_bytes().to_vec(),
+        }),
+        Endpoint::Token => token::issue(&request).await,
+    }
 }
