@@ -5,7 +5,7 @@ use crate::engine;
 use crate::manifest::Manifest;
 use crate::outbound::AllowList;
 use crate::routes::{RouteMatch, Router};
-use crate::state::{ComponentContext, HostState, Services};
+use crate::state::{ComponentContext, HostState, Services, Usage};
 use crate::variables::Variables;
 use anyhow::Context;
 use bytes::Bytes;
@@ -117,8 +117,19 @@ impl App {
     /// a fresh instance.
     pub async fn handle(
         self: &Arc<Self>,
+        request: http::Request<hyper::body::Incoming>,
+        client: SocketAddr,
+    ) -> http::Response<Body> {
+        self.handle_counted(request, client, Arc::default()).await
+    }
+
+    /// Like [`App::handle`], counting the request's Postgres statements and
+    /// Redis commands into `usage`.
+    pub async fn handle_counted(
+        self: &Arc<Self>,
         mut request: http::Request<hyper::body::Incoming>,
         client: SocketAddr,
+        usage: Arc<Usage>,
     ) -> http::Response<Body> {
         let Some(route) = self.router.route(request.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "Not Found");
@@ -131,7 +142,7 @@ impl App {
         };
         let store = Store::new(
             &self.engine,
-            HostState::new(component.context.clone(), self.services.clone()),
+            HostState::new(component.context.clone(), self.services.clone(), usage),
         );
         let pre = component.pre.clone();
         let id = component.context.id.clone();

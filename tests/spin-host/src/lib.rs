@@ -21,3 +21,4 @@ pub mod variables;
 
 pub use app::{App, AppOptions};
 pub use server::Running;
+pub use state::Usage;

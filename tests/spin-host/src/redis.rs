@@ -9,9 +9,10 @@ use crate::bindings::spin::redis::redis::{
     Error, HostConnection, HostConnectionWithStore, Payload, RedisParameter, RedisResult,
 };
 use crate::outbound::{default_port, suggestion};
-use crate::state::{HostState, Spin};
+use crate::state::{HostState, Spin, Usage};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use wasmtime::Result;
@@ -24,7 +25,7 @@ pub struct Clients {
 }
 
 /// The host side of a guest's `connection` resource.
-pub struct Connection(ConnectionManager);
+pub struct Connection(ConnectionManager, Arc<Usage>);
 
 /// How long a command may wait for Redis before the guest gets an error.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -86,7 +87,9 @@ async fn run<T: redis::FromRedisValue>(
     command: redis::Cmd,
 ) -> Result<Result<T, Error>> {
     let mut manager = accessor.with(|mut access| -> Result<ConnectionManager> {
-        Ok(access.get().table.get(connection)?.0.clone())
+        let Connection(manager, usage) = access.get().table.get(connection)?;
+        Usage::count(&usage.redis_commands);
+        Ok(manager.clone())
     })?;
     Ok(command.query_async(&mut manager).await.map_err(other))
 }
@@ -100,10 +103,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         accessor: Guest<'_>,
         address: String,
     ) -> Result<Result<Resource<Connection>, Error>> {
-        let (component, services) = accessor.with(|mut access| {
-            let state = access.get();
-            (state.component.clone(), state.services.clone())
-        });
+        let (component, services, usage) = accessor.with(|mut access| access.get().outbound());
         match services
             .redis
             .open(&component.allowed_hosts, &address)
@@ -111,7 +111,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         {
             Ok(manager) => {
                 Ok(Ok(accessor.with(|mut access| {
-                    access.get().table.push(Connection(manager))
+                    access.get().table.push(Connection(manager, usage))
                 })?))
             }
             Err(e) => Ok(Err(e)),

@@ -1,12 +1,14 @@
 //! Serving an [`App`] over HTTP/1.1 on a TCP listener.
 
 use crate::app::App;
+use crate::state::Usage;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -63,12 +65,15 @@ async fn accept_loop(
                     let started = Instant::now();
                     let method = request.method().clone();
                     let path = request.uri().path().to_owned();
-                    let response = app.handle(request, client).await;
+                    let usage = Arc::new(Usage::default());
+                    let response = app.handle_counted(request, client, usage.clone()).await;
                     if log_requests {
                         tracing::info!(
-                            "{method} {path} {} {:.2}ms",
+                            "{method} {path} {} {:.2}ms postgres={} redis={}",
                             response.status().as_u16(),
-                            started.elapsed().as_secs_f64() * 1000.0
+                            started.elapsed().as_secs_f64() * 1000.0,
+                            usage.postgres_statements.load(Ordering::Relaxed),
+                            usage.redis_commands.load(Ordering::Relaxed),
                         );
                     }
                     Ok::<_, Infallible>(response)

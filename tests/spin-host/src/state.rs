@@ -3,6 +3,7 @@
 use crate::outbound::AllowList;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use wasmtime::component::{HasData, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -21,10 +22,25 @@ pub struct Services {
     pub redis: crate::redis::Clients,
 }
 
+/// What one request asked of the outside world, for the request log and
+/// for judging an endpoint's round-trip budget.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub postgres_statements: AtomicU32,
+    pub redis_commands: AtomicU32,
+}
+
+impl Usage {
+    pub(crate) fn count(counter: &AtomicU32) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The data of one request's store.
 pub struct HostState {
     pub(crate) component: Arc<ComponentContext>,
     pub(crate) services: Arc<Services>,
+    pub(crate) usage: Arc<Usage>,
     pub(crate) table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -32,17 +48,33 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(component: Arc<ComponentContext>, services: Arc<Services>) -> Self {
+    pub fn new(
+        component: Arc<ComponentContext>,
+        services: Arc<Services>,
+        usage: Arc<Usage>,
+    ) -> Self {
         // Components' stdout and stderr go to the host's, as with `spin up`.
         let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
         Self {
             component,
             services,
+            usage,
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
             hooks: NoOutboundHttp,
         }
+    }
+}
+
+impl HostState {
+    /// What opening an outbound connection needs, cloned out of the store.
+    pub(crate) fn outbound(&self) -> (Arc<ComponentContext>, Arc<Services>, Arc<Usage>) {
+        (
+            self.component.clone(),
+            self.services.clone(),
+            self.usage.clone(),
+        )
     }
 }
 

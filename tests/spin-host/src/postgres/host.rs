@@ -20,13 +20,10 @@ type Guest<'a> = &'a Accessor<HostState, Spin>;
 
 /// Opens a pooled connection for the calling component and adds it to its table.
 async fn open(accessor: Guest<'_>, address: String) -> Result<Result<Resource<Connection>, Error>> {
-    let (component, services) = accessor.with(|mut access| {
-        let state = access.get();
-        (state.component.clone(), state.services.clone())
-    });
+    let (component, services, usage) = accessor.with(|mut access| access.get().outbound());
     match services
         .postgres
-        .open(&component.allowed_hosts, &address)
+        .open(&component.allowed_hosts, &address, usage)
         .await
     {
         Ok(connection) => Ok(Ok(
@@ -180,7 +177,7 @@ impl HostConnection for HostState {
         match self
             .services
             .postgres
-            .open(&self.component.allowed_hosts, &address)
+            .open(&self.component.allowed_hosts, &address, self.usage.clone())
             .await
         {
             Ok(connection) => Ok(Ok(self.table.push(connection)?)),

@@ -11,6 +11,7 @@ mod host;
 
 use crate::bindings::spin::postgres::postgres::{self as wit, Column, ParameterValue, RowSet};
 use crate::outbound::{AllowList, suggestion};
+use crate::state::Usage;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -29,6 +30,7 @@ pub struct Pools {
 pub struct Connection {
     client: Arc<Object>,
     in_transaction: Arc<AtomicBool>,
+    usage: Arc<Usage>,
 }
 
 /// The host side of a guest's `connection-builder` resource.
@@ -48,7 +50,12 @@ impl Pools {
     }
 
     /// Opens a connection for a component, enforcing its allow-list.
-    pub async fn open(&self, allowed: &AllowList, address: &str) -> Result<Connection, wit::Error> {
+    pub async fn open(
+        &self,
+        allowed: &AllowList,
+        address: &str,
+        usage: Arc<Usage>,
+    ) -> Result<Connection, wit::Error> {
         let config = tokio_postgres::Config::from_str(address)
             .map_err(|e| wit::Error::ConnectionFailed(format!("invalid address: {e}")))?;
         check_allowed(allowed, &config)?;
@@ -60,6 +67,7 @@ impl Pools {
         Ok(Connection {
             client: Arc::new(client),
             in_transaction: Arc::default(),
+            usage,
         })
     }
 
@@ -144,6 +152,7 @@ impl Connection {
         Handle {
             client: self.client.clone(),
             in_transaction: self.in_transaction.clone(),
+            usage: self.usage.clone(),
         }
     }
 }
@@ -179,10 +188,12 @@ fn discard(client: Arc<Object>) {
 pub(crate) struct Handle {
     client: Arc<Object>,
     in_transaction: Arc<AtomicBool>,
+    usage: Arc<Usage>,
 }
 
 impl Handle {
     fn note(&self, statement: &str) {
+        Usage::count(&self.usage.postgres_statements);
         if let Some(open) = transaction_effect(statement) {
             self.in_transaction.store(open, Ordering::Release);
         }
