@@ -29,6 +29,7 @@ pub async fn allocate(request: &Request, context: &Context) -> Result<Reply, Api
     context.caller.require(Scope::ResourcesWrite)?;
     let body: AllocateBody = request.json()?;
     let max_workers = configured().await?.max_workers(body.depth);
+    let if_match = request.header("if-match");
     write(context, request, async |tx| {
         // Never over-grant, however many requests race on however many instances: the decision is
         // made under two row locks held until commit. First the job (so its state, depth and holdings
@@ -36,13 +37,7 @@ pub async fn allocate(request: &Request, context: &Context) -> Result<Reply, Api
         // depth's quota row: every grant and release at this depth holds it, so `allocated` read
         // below is exact until this transaction commits. Jobs before quota rows is the order every
         // writer follows (cancel, complete, fail, release), so none of them can deadlock with this.
-        let job = jobs::lock_for_change(
-            &tx.db,
-            &body.job_id,
-            &context.caller,
-            request.header("if-match"),
-        )
-        .await?;
+        let job = jobs::lock_for_change(&tx.db, &body.job_id, &context.caller, if_match).await?;
         let start = plan_allocation(&job.id, job.depth, job.status, body.depth, &tx.actor)?;
         let allocated = quotas::lock(&tx.db, &[body.depth])
             .await?
@@ -95,15 +90,10 @@ struct ReleaseBody {
 pub async fn release(request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::ResourcesWrite)?;
     let body: ReleaseBody = request.json()?;
+    let if_match = request.header("if-match");
     write(context, request, async |tx| {
         // Same lock order as allocating: the job, then (inside `allocations::release`) the quota row.
-        let job = jobs::lock_for_change(
-            &tx.db,
-            &body.job_id,
-            &context.caller,
-            request.header("if-match"),
-        )
-        .await?;
+        let job = jobs::lock_for_change(&tx.db, &body.job_id, &context.caller, if_match).await?;
         let holding: Vec<(JobId, Depth)> = (job.depth == body.depth && job.allocated_workers > 0)
             .then(|| (job.id.clone(), job.depth))
             .into_iter()

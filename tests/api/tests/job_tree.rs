@@ -1,90 +1,40 @@
 //! Job trees through the host: a cancel cascades to every live descendant in one transaction, freeing
 //! their workers, and stays correct while submissions, allocations and other cancels race with it.
 
-use api_tests::{TestApp, all_scopes, parts, spawn_app, token};
-use reqwest::Method;
+use api_tests::{TestApp, member, parts, spawn_app};
 use serde_json::{Value, json};
 
-const WS: &str = "ws_a";
-
-fn member() -> String {
-    token(&all_scopes(), Some(WS))
-}
-
-/// Sends a POST and returns its status and JSON body.
+/// POSTs as a [`member`] and returns the status and JSON body.
 async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .request(Method::POST, path, Some(&member()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    parts(response).await
+    parts(app.post(path, &member(), body).await).await
 }
 
-async fn submit(app: &TestApp, depth: i64, parent: Option<&str>) -> String {
-    let body = json!({"task_description": "t", "worker_count": 3, "depth": depth, "parent_job_id": parent});
-    let (status, job) = post(app, "/api/jobs/submit", body).await;
-    assert_eq!(status, 201, "{job}");
-    job["id"].as_str().unwrap().to_owned()
-}
-
+/// Allocates, asserting all of `workers` is granted.
 async fn allocate(app: &TestApp, job: &str, depth: i64, workers: i64) {
-    let body = json!({"job_id": job, "depth": depth, "worker_count": workers});
-    let (status, grant) = post(app, "/api/resources/allocate", body).await;
-    assert_eq!(
-        (status, grant["granted"].as_i64()),
-        (201, Some(workers)),
-        "{grant}"
-    );
+    assert_eq!(app.granted(job, depth, workers).await, workers);
 }
 
-async fn status(app: &TestApp, job: &str) -> String {
-    let (_, job) = parts(app.get(&format!("/api/jobs/{job}"), &member()).await).await;
-    job["status"].as_str().unwrap().to_owned()
-}
-
-async fn allocated(app: &TestApp) -> Vec<i64> {
-    let (_, usage) = parts(app.get("/api/resources/usage", &member()).await).await;
-    usage["usage"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row["allocated"].as_i64().unwrap())
-        .collect()
-}
-
-async fn last_seq(app: &TestApp) -> i64 {
-    let client = app.db.client().await.unwrap();
-    let row = client
-        .query_one("SELECT coalesce(max(seq), 0) FROM events", &[])
-        .await
-        .unwrap();
-    row.get(0)
+async fn status(app: &TestApp, job: &str) -> Value {
+    app.job(job).await["status"].clone()
 }
 
 /// Jobs that are still live below a job that ended: what a cascading cancel must never leave.
 async fn live_jobs_under_ended_parents(app: &TestApp) -> i64 {
-    let client = app.db.client().await.unwrap();
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM jobs c JOIN jobs p ON p.id = c.parent_job_id \
-             WHERE p.status = 'CANCELED' AND c.status IN ('SUBMITTED', 'PENDING', 'RUNNING')",
-            &[],
-        )
-        .await
-        .unwrap();
-    row.get(0)
+    app.select_int(
+        "SELECT count(*) FROM jobs c JOIN jobs p ON p.id = c.parent_job_id \
+         WHERE p.status = 'CANCELED' AND c.status IN ('SUBMITTED', 'PENDING', 'RUNNING')",
+    )
+    .await
 }
 
 #[tokio::test]
 async fn canceling_a_root_cascades_through_the_tree_and_frees_its_workers() {
     let app = spawn_app().await;
-    let root = submit(&app, 0, None).await;
-    let finished = submit(&app, 1, Some(&root)).await;
-    let live = submit(&app, 1, Some(&root)).await;
-    let grandchild = submit(&app, 2, Some(&live)).await;
-    let idle = submit(&app, 2, Some(&live)).await;
+    let root = app.submit_at(0, None).await;
+    let finished = app.submit_at(1, Some(&root)).await;
+    let live = app.submit_at(1, Some(&root)).await;
+    let grandchild = app.submit_at(2, Some(&live)).await;
+    let idle = app.submit_at(2, Some(&live)).await;
     allocate(&app, &root, 0, 2).await;
     allocate(&app, &finished, 1, 2).await;
     allocate(&app, &live, 1, 3).await;
@@ -92,7 +42,7 @@ async fn canceling_a_root_cascades_through_the_tree_and_frees_its_workers() {
 
     let (code, done) = post(&app, &format!("/api/jobs/{finished}/complete"), json!({})).await;
     assert_eq!((code, done["status"].as_str()), (200, Some("COMPLETED")));
-    assert_eq!(allocated(&app).await, [2, 3, 2, 0, 0, 0]);
+    assert_eq!(app.allocated().await, [2, 3, 2, 0, 0, 0]);
     let (_, children) = parts(
         app.get(&format!("/api/jobs/{root}/children"), &member())
             .await,
@@ -100,7 +50,9 @@ async fn canceling_a_root_cascades_through_the_tree_and_frees_its_workers() {
     .await;
     assert_eq!(children["total"], 2);
 
-    let before = last_seq(&app).await;
+    let before = app
+        .select_int("SELECT coalesce(max(seq), 0) FROM events")
+        .await;
     let (code, canceled) = post(
         &app,
         &format!("/api/jobs/{root}/cancel"),
@@ -124,51 +76,29 @@ async fn canceling_a_root_cascades_through_the_tree_and_frees_its_workers() {
     for id in [&root, &live, &grandchild, &idle] {
         assert_eq!(status(&app, id).await, "CANCELED", "{id}");
     }
-    assert_eq!(allocated(&app).await, [0; 6]);
+    assert_eq!(app.allocated().await, [0; 6]);
 
-    let (_, trail) = parts(
-        app.get(&format!("/api/jobs/{grandchild}/transitions"), &member())
-            .await,
-    )
-    .await;
+    let trail = app.job_transitions(&grandchild, "").await;
     let last = &trail["transitions"][3];
     assert_eq!(
         (last["from_state"].as_str(), last["to_state"].as_str()),
         (Some("RUNNING"), Some("CANCELED"))
     );
     assert_eq!(last["reason"], format!("ancestor job {root} was canceled"));
-    let (_, trail) = parts(
-        app.get(&format!("/api/jobs/{root}/transitions"), &member())
-            .await,
-    )
-    .await;
+    let trail = app.job_transitions(&root, "").await;
     assert_eq!(trail["transitions"][3]["reason"], "stop");
 
     // One transaction: per canceled job, the release of what it held (if anything), then its move.
-    let client = app.db.client().await.unwrap();
-    let rows = client
-        .query(
-            "SELECT type, subject_id, data::text FROM events WHERE seq > $1 ORDER BY seq",
-            &[&before],
-        )
-        .await
-        .unwrap();
-    let events: Vec<(String, String, Value)> = rows
-        .iter()
-        .map(|row| {
-            let data: String = row.get(2);
-            (row.get(0), row.get(1), serde_json::from_str(&data).unwrap())
-        })
-        .collect();
+    let events = app.events_after(before).await;
     let summary: Vec<(&str, &str, Value)> = events
         .iter()
-        .map(|(kind, subject, data)| {
-            let detail = if kind == "resources.released" {
-                &data["released_workers"]
+        .map(|event| {
+            let detail = if event.kind == "resources.released" {
+                &event.data["released_workers"]
             } else {
-                &data["from"]
+                &event.data["from"]
             };
-            (kind.as_str(), subject.as_str(), detail.clone())
+            (event.kind.as_str(), event.subject.as_str(), detail.clone())
         })
         .collect();
     let (released, changed) = ("resources.released", "job.state.changed");
@@ -191,11 +121,11 @@ async fn canceling_a_root_cascades_through_the_tree_and_frees_its_workers() {
     }
     assert_eq!(summary, expected);
     assert_eq!(
-        events[0].2,
+        events[0].data,
         json!({"job_id": root, "depth": 0, "released": true, "released_workers": 2})
     );
     assert_eq!(
-        events[1].2,
+        events[1].data,
         json!({"from": "RUNNING", "to": "CANCELED", "reason": "stop"})
     );
 
@@ -214,26 +144,26 @@ async fn canceling_a_root_cascades_through_the_tree_and_frees_its_workers() {
 #[tokio::test]
 async fn canceling_a_subtree_leaves_its_ancestors_alone() {
     let app = spawn_app().await;
-    let root = submit(&app, 0, None).await;
-    let child = submit(&app, 1, Some(&root)).await;
-    let grandchild = submit(&app, 2, Some(&child)).await;
+    let root = app.submit_at(0, None).await;
+    let child = app.submit_at(1, Some(&root)).await;
+    let grandchild = app.submit_at(2, Some(&child)).await;
     allocate(&app, &root, 0, 1).await;
     allocate(&app, &grandchild, 2, 1).await;
     let (code, _) = post(&app, &format!("/api/jobs/{child}/cancel"), json!({})).await;
     assert_eq!(code, 200);
     assert_eq!(status(&app, &root).await, "RUNNING");
     assert_eq!(status(&app, &grandchild).await, "CANCELED");
-    assert_eq!(allocated(&app).await, [1, 0, 0, 0, 0, 0]);
+    assert_eq!(app.allocated().await, [1, 0, 0, 0, 0, 0]);
     // The root may still take new children.
-    submit(&app, 1, Some(&root)).await;
+    app.submit_at(1, Some(&root)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_racing_with_submissions_misses_no_child() {
     let app = spawn_app().await;
-    let root = submit(&app, 0, None).await;
-    let child = submit(&app, 1, Some(&root)).await;
-    let grandchild = submit(&app, 2, Some(&child)).await;
+    let root = app.submit_at(0, None).await;
+    let child = app.submit_at(1, Some(&root)).await;
+    let grandchild = app.submit_at(2, Some(&child)).await;
 
     let url = |path: &str| format!("{}{path}", app.address);
     let send = |path: String, body: Value| {
@@ -265,12 +195,12 @@ async fn a_cancel_racing_with_submissions_misses_no_child() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overlapping_cancels_and_allocations_do_not_deadlock() {
     let app = spawn_app().await;
-    let root = submit(&app, 0, None).await;
+    let root = app.submit_at(0, None).await;
     let mut tree = vec![(root.clone(), 0)];
     for _ in 0..3 {
-        let child = submit(&app, 1, Some(&root)).await;
+        let child = app.submit_at(1, Some(&root)).await;
         for _ in 0..2 {
-            tree.push((submit(&app, 2, Some(&child)).await, 2));
+            tree.push((app.submit_at(2, Some(&child)).await, 2));
         }
         tree.push((child, 1));
     }
@@ -312,5 +242,5 @@ async fn overlapping_cancels_and_allocations_do_not_deadlock() {
     for (job, _) in &tree {
         assert_eq!(status(&app, job).await, "CANCELED", "{job}");
     }
-    assert_eq!(allocated(&app).await, [0; 6]);
+    assert_eq!(app.allocated().await, [0; 6]);
 }

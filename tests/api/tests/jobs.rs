@@ -1,117 +1,60 @@
 //! The jobs endpoints through the host: submit, read, list, complete, fail and cancel of single jobs,
 //! with their audit rows, events, `ETag`/`If-Match`, idempotency and workspace confinement.
 
-use api_tests::{TestApp, all_scopes, assert_error, parts, spawn_app, token};
+use api_tests::{
+    Answer, TestApp, WORKSPACE as WS, assert_error, assert_generated_id, assert_invalid_field,
+    assert_not_found, assert_replay_of, paging, parts, spawn_app, texts, token,
+};
 use orchestrator_core::auth::Scope;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
-
-const WS: &str = "ws_a";
 
 fn writer() -> String {
     token(&[Scope::JobsRead, Scope::JobsWrite], Some(WS))
 }
 
-async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> Response {
-    app.request(Method::POST, path, Some(token))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Submits a job and returns it (asserting 201).
-async fn submit(app: &TestApp, token: &str, body: Value) -> Value {
-    let (status, job) = parts(post(app, "/api/jobs/submit", token, body).await).await;
-    assert_eq!(status, 201, "{job}");
-    job
-}
-
+/// Submits a job for 2 workers and returns its id.
 async fn submit_task(app: &TestApp, token: &str, task: &str) -> String {
-    let job = submit(
-        app,
-        token,
-        json!({"task_description": task, "worker_count": 2}),
-    )
-    .await;
+    let job = app
+        .submit_job(token, json!({"task_description": task, "worker_count": 2}))
+        .await;
     job["id"].as_str().unwrap().to_owned()
+}
+
+/// POSTs `action` (`cancel`, `complete`, `fail`) on `job` as the [`writer`].
+async fn act(app: &TestApp, job: &str, action: &str, body: Value) -> Response {
+    app.post(&format!("/api/jobs/{job}/{action}"), &writer(), body)
+        .await
 }
 
 /// Runs a PENDING job by allocating one worker to it (the only way a job starts).
 async fn run(app: &TestApp, job: &str) {
-    let allocator = token(&[Scope::ResourcesWrite], Some(WS));
-    let response = post(
-        app,
-        "/api/resources/allocate",
-        &allocator,
-        json!({"job_id": job, "depth": 0, "worker_count": 1}),
-    )
-    .await;
-    assert_eq!(response.status(), 201);
-}
-
-/// `(type, subject_id, data)` of every event, in `seq` order.
-async fn events(app: &TestApp) -> Vec<(String, String, Value)> {
-    app.db
-        .client()
-        .await
-        .unwrap()
-        .query(
-            "SELECT type, subject_id, data::text FROM events ORDER BY seq",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| {
-            let data: String = row.get(2);
-            (row.get(0), row.get(1), serde_json::from_str(&data).unwrap())
-        })
-        .collect()
+    assert_eq!(app.allocate(job, 0, 1).await.status(), 201);
 }
 
 async fn count_jobs(app: &TestApp) -> i64 {
-    app.db
-        .client()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM jobs", &[])
-        .await
-        .unwrap()
-        .get(0)
+    app.select_int("SELECT count(*) FROM jobs").await
 }
 
 fn ids(list: &Value) -> Vec<&str> {
-    list["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|job| job["id"].as_str().unwrap())
-        .collect()
+    texts(&list["jobs"], "id")
 }
 
 #[tokio::test]
 async fn submitting_a_job_records_submitted_then_pending() {
     let app = spawn_app().await;
-    let response = post(
-        &app,
-        "/api/jobs/submit",
-        &writer(),
-        json!({"task_description": "summarise the logs", "worker_count": 3}),
-    )
-    .await;
+    let response = app
+        .post(
+            "/api/jobs/submit",
+            &writer(),
+            json!({"task_description": "summarise the logs", "worker_count": 3}),
+        )
+        .await;
     assert_eq!(response.headers()["etag"], "\"1\"");
     let (status, job) = parts(response).await;
     assert_eq!(status, 201);
     let id = job["id"].as_str().unwrap();
-    assert!(
-        id.len() == 14
-            && id.starts_with("j_")
-            && id[2..]
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
-        "{id}"
-    );
+    assert_generated_id(id, "j_");
     assert_eq!(job["status"], "PENDING");
     assert_eq!(job["workspace_id"], WS);
     assert_eq!(
@@ -137,12 +80,7 @@ async fn submitting_a_job_records_submitted_then_pending() {
     assert_eq!(read.headers()["etag"], "\"1\"");
     assert_eq!(parts(read).await.1, job);
 
-    let (status, trail) = parts(
-        app.get(&format!("/api/jobs/{id}/transitions"), &writer())
-            .await,
-    )
-    .await;
-    assert_eq!(status, 200);
+    let trail = app.job_transitions(id, "").await;
     assert_eq!(
         (trail["total"].as_i64(), trail["limit"].as_i64()),
         (Some(2), Some(50))
@@ -168,16 +106,16 @@ async fn submitting_a_job_records_submitted_then_pending() {
             .ends_with('Z')
     );
 
-    let events = events(&app).await;
+    let events = app.events().await;
     assert_eq!(events.len(), 2);
     assert_eq!(
-        (events[0].0.as_str(), events[0].1.as_str()),
+        (events[0].kind.as_str(), events[0].subject.as_str()),
         ("job.submitted", id)
     );
-    assert_eq!(events[0].2, job);
-    assert_eq!(events[1].0, "job.state.changed");
+    assert_eq!(events[0].data, job);
+    assert_eq!(events[1].kind, "job.state.changed");
     assert_eq!(
-        events[1].2,
+        events[1].data,
         json!({"from": "SUBMITTED", "to": "PENDING", "reason": null})
     );
 }
@@ -226,20 +164,10 @@ async fn submit_validates_the_body_and_the_workspace() {
             "workspace_id",
         ),
     ] {
-        let body = assert_error(
-            post(&app, "/api/jobs/submit", &writer(), body).await,
-            422,
-            "VALIDATION_FAILED",
-        )
-        .await;
-        assert_eq!(
-            body["error"]["details"]["fields"][0]["field"], field,
-            "{body}"
-        );
+        assert_invalid_field(app.post("/api/jobs/submit", &writer(), body).await, field).await;
     }
     // 4096 characters (not bytes) is the limit.
-    submit(
-        &app,
+    app.submit_job(
         &writer(),
         json!({"task_description": "é".repeat(4096), "worker_count": 10}),
     )
@@ -247,32 +175,25 @@ async fn submit_validates_the_body_and_the_workspace() {
 
     // An operator token must say where the job goes; a confined one may not go elsewhere.
     let operator = token(&[Scope::JobsWrite], None);
-    let body = assert_error(
-        post(
-            &app,
+    assert_invalid_field(
+        app.post(
             "/api/jobs/submit",
             &operator,
             json!({"task_description": "t", "worker_count": 1}),
         )
         .await,
-        422,
-        "VALIDATION_FAILED",
+        "workspace_id",
     )
     .await;
-    assert_eq!(
-        body["error"]["details"]["fields"][0]["field"],
-        "workspace_id"
-    );
-    let job = submit(
-        &app,
-        &operator,
-        json!({"task_description": "t", "worker_count": 1, "workspace_id": "ws_b"}),
-    )
-    .await;
+    let job = app
+        .submit_job(
+            &operator,
+            json!({"task_description": "t", "worker_count": 1, "workspace_id": "ws_b"}),
+        )
+        .await;
     assert_eq!(job["workspace_id"], "ws_b");
     assert_error(
-        post(
-            &app,
+        app.post(
             "/api/jobs/submit",
             &writer(),
             json!({"task_description": "t", "worker_count": 1, "workspace_id": "ws_b"}),
@@ -300,32 +221,23 @@ async fn submit_under_a_parent_checks_workspace_depth_and_state() {
     let parent = submit_task(&app, &writer(), "parent").await;
     let child = |parent: &str, depth: i64| json!({"task_description": "child", "worker_count": 1, "depth": depth, "parent_job_id": parent});
 
-    let job = submit(&app, &writer(), child(&parent, 1)).await;
+    let job = app.submit_job(&writer(), child(&parent, 1)).await;
     assert_eq!(
         (job["parent_job_id"].as_str(), job["depth"].as_i64()),
         (Some(parent.as_str()), Some(1))
     );
 
-    let missing = assert_error(
-        post(
-            &app,
-            "/api/jobs/submit",
-            &writer(),
-            child("j_000000000000", 1),
-        )
-        .await,
-        422,
-        "VALIDATION_FAILED",
+    let missing = assert_invalid_field(
+        app.post("/api/jobs/submit", &writer(), child("j_000000000000", 1))
+            .await,
+        "parent_job_id",
     )
     .await;
-    assert_eq!(
-        missing["error"]["details"]["fields"][0]["field"],
-        "parent_job_id"
-    );
     // A parent in another workspace is as unknown as a missing one.
     let elsewhere = submit_task(&app, &token(&[Scope::JobsWrite], Some("ws_b")), "other").await;
     let foreign = assert_error(
-        post(&app, "/api/jobs/submit", &writer(), child(&elsewhere, 1)).await,
+        app.post("/api/jobs/submit", &writer(), child(&elsewhere, 1))
+            .await,
         422,
         "VALIDATION_FAILED",
     )
@@ -341,28 +253,19 @@ async fn submit_under_a_parent_checks_workspace_depth_and_state() {
             .replace("j_000000000000", "ID")
     );
     for depth in [0, 2] {
-        let body = assert_error(
-            post(&app, "/api/jobs/submit", &writer(), child(&parent, depth)).await,
-            422,
-            "VALIDATION_FAILED",
+        assert_invalid_field(
+            app.post("/api/jobs/submit", &writer(), child(&parent, depth))
+                .await,
+            "depth",
         )
         .await;
-        assert_eq!(body["error"]["details"]["fields"][0]["field"], "depth");
     }
 
-    let (status, _) = parts(
-        post(
-            &app,
-            &format!("/api/jobs/{parent}/cancel"),
-            &writer(),
-            json!({}),
-        )
-        .await,
-    )
-    .await;
+    let (status, _) = parts(act(&app, &parent, "cancel", json!({})).await).await;
     assert_eq!(status, 200);
     let body = assert_error(
-        post(&app, "/api/jobs/submit", &writer(), child(&parent, 1)).await,
+        app.post("/api/jobs/submit", &writer(), child(&parent, 1))
+            .await,
         409,
         "INVALID_STATE_TRANSITION",
     )
@@ -377,33 +280,21 @@ async fn submit_under_a_parent_checks_workspace_depth_and_state() {
 async fn a_repeated_submit_with_the_same_key_is_replayed() {
     let app = spawn_app().await;
     let body = json!({"task_description": "once", "worker_count": 1});
-    let send = |key: &str, body: &Value| {
-        app.request(Method::POST, "/api/jobs/submit", Some(&writer()))
-            .header("Idempotency-Key", key)
-            .json(body)
-            .send()
+    let send = async |key: &str, body: &Value| {
+        let key = ("Idempotency-Key", key);
+        app.post_with("/api/jobs/submit", &writer(), key, Some(body.clone()))
+            .await
     };
-    let first = send("key-1", &body).await.unwrap();
-    assert!(first.headers().get("idempotent-replayed").is_none());
-    let first_etag = first.headers()["etag"].clone();
-    let first_body = first.bytes().await.unwrap();
-
-    let again = send("key-1", &body).await.unwrap();
-    assert_eq!(again.status(), 201);
-    assert_eq!(again.headers()["idempotent-replayed"], "true");
-    assert_eq!(again.headers()["etag"], first_etag);
-    assert_eq!(again.bytes().await.unwrap(), first_body);
+    let first = Answer::read(send("key-1", &body).await).await;
+    let again = Answer::read(send("key-1", &body).await).await;
+    assert_eq!(again.status, 201);
+    assert_replay_of(&again, &first);
     assert_eq!(count_jobs(&app).await, 1);
-    assert_eq!(events(&app).await.len(), 2, "a replay emits nothing");
+    assert_eq!(app.events().await.len(), 2, "a replay emits nothing");
 
     let other = json!({"task_description": "twice", "worker_count": 1});
-    assert_error(
-        send("key-1", &other).await.unwrap(),
-        422,
-        "IDEMPOTENCY_KEY_REUSED",
-    )
-    .await;
-    assert_eq!(send("key-2", &body).await.unwrap().status(), 201);
+    assert_error(send("key-1", &other).await, 422, "IDEMPOTENCY_KEY_REUSED").await;
+    assert_eq!(send("key-2", &body).await.status(), 201);
     assert_eq!(count_jobs(&app).await, 2);
 }
 
@@ -411,9 +302,7 @@ async fn a_repeated_submit_with_the_same_key_is_replayed() {
 async fn listing_jobs_filters_pages_and_confines_to_a_workspace() {
     let app = spawn_app().await;
     let root = submit_task(&app, &writer(), "root").await;
-    let child = submit(
-        &app,
-        &writer(),
+    let child = app.submit_job(&writer(),
         json!({"task_description": "child", "worker_count": 1, "depth": 1, "parent_job_id": root}),
     )
     .await["id"]
@@ -428,14 +317,7 @@ async fn listing_jobs_filters_pages_and_confines_to_a_workspace() {
     let (status, all) = parts(app.get("/api/jobs", &operator).await).await;
     assert_eq!(status, 200);
     assert_eq!(ids(&all), [root.as_str(), &child, &running, &other]);
-    assert_eq!(
-        (
-            all["total"].as_i64(),
-            all["limit"].as_i64(),
-            all["offset"].as_i64()
-        ),
-        (Some(4), Some(50), Some(0))
-    );
+    assert_eq!(paging(&all), (Some(4), Some(50), Some(0)));
 
     let by_parent = format!("parent_job_id={root}");
     let cases = [
@@ -482,9 +364,7 @@ async fn children_are_listed_under_their_parent() {
     let root = submit_task(&app, &writer(), "root").await;
     let mut children = Vec::new();
     for n in 0..3 {
-        let child = submit(
-            &app,
-            &writer(),
+        let child = app.submit_job(&writer(),
             json!({"task_description": format!("child {n}"), "worker_count": 1, "depth": 1, "parent_job_id": root}),
         )
         .await;
@@ -510,11 +390,9 @@ async fn children_are_listed_under_their_parent() {
         leaf,
         json!({"jobs": [], "total": 0, "limit": 50, "offset": 0})
     );
-    assert_error(
+    assert_not_found(
         app.get("/api/jobs/j_000000000000/children", &writer())
             .await,
-        404,
-        "NOT_FOUND",
     )
     .await;
     assert_error(
@@ -530,10 +408,9 @@ async fn children_are_listed_under_their_parent() {
 async fn only_a_running_job_completes_or_fails() {
     let app = spawn_app().await;
     let job = submit_task(&app, &writer(), "work").await;
-    let path = |action: &str| format!("/api/jobs/{job}/{action}");
 
     let body = assert_error(
-        post(&app, &path("complete"), &writer(), json!({})).await,
+        act(&app, &job, "complete", json!({})).await,
         409,
         "INVALID_STATE_TRANSITION",
     )
@@ -543,7 +420,7 @@ async fn only_a_running_job_completes_or_fails() {
         json!({"id": job, "current_state": "PENDING", "requested_state": "COMPLETED", "allowed": ["RUNNING", "CANCELED"]})
     );
     assert_error(
-        post(&app, &path("fail"), &writer(), json!({"error": "boom"})).await,
+        act(&app, &job, "fail", json!({"error": "boom"})).await,
         409,
         "INVALID_STATE_TRANSITION",
     )
@@ -558,35 +435,20 @@ async fn only_a_running_job_completes_or_fails() {
         ("fail", json!({}), "error"),
         ("fail", json!({"error": "x".repeat(4097)}), "error"),
     ] {
-        let body = assert_error(
-            post(&app, &path(action), &writer(), body).await,
-            422,
-            "VALIDATION_FAILED",
-        )
-        .await;
-        assert_eq!(
-            body["error"]["details"]["fields"][0]["field"], field,
-            "{body}"
-        );
+        assert_invalid_field(act(&app, &job, action, body).await, field).await;
     }
 
     // The job is at version 2 (the allocation changed it): a stale If-Match is refused.
+    let complete = format!("/api/jobs/{job}/complete");
     let stale = app
-        .request(Method::POST, &path("complete"), Some(&writer()))
-        .header("If-Match", "\"1\"")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .post_with(&complete, &writer(), ("If-Match", "\"1\""), Some(json!({})))
+        .await;
     let body = assert_error(stale, 412, "VERSION_MISMATCH").await;
     assert_eq!(body["error"]["details"]["current_version"], 2);
+    let result = json!({"result": {"summary": "done", "lines": 3}});
     let response = app
-        .request(Method::POST, &path("complete"), Some(&writer()))
-        .header("If-Match", "\"2\"")
-        .json(&json!({"result": {"summary": "done", "lines": 3}}))
-        .send()
-        .await
-        .unwrap();
+        .post_with(&complete, &writer(), ("If-Match", "\"2\""), Some(result))
+        .await;
     assert_eq!(response.headers()["etag"], "\"3\"");
     let (status, done) = parts(response).await;
     assert_eq!(status, 200);
@@ -595,7 +457,7 @@ async fn only_a_running_job_completes_or_fails() {
     assert_eq!(done["allocated_workers"], 0);
     assert!(done["completed_at"].as_str().unwrap() >= done["started_at"].as_str().unwrap());
     let body = assert_error(
-        post(&app, &path("fail"), &writer(), json!({"error": "late"})).await,
+        act(&app, &job, "fail", json!({"error": "late"})).await,
         409,
         "INVALID_STATE_TRANSITION",
     )
@@ -604,16 +466,8 @@ async fn only_a_running_job_completes_or_fails() {
 
     let failing = submit_task(&app, &writer(), "doomed").await;
     run(&app, &failing).await;
-    let (status, failed) = parts(
-        post(
-            &app,
-            &format!("/api/jobs/{failing}/fail"),
-            &writer(),
-            json!({"error": "out of memory"}),
-        )
-        .await,
-    )
-    .await;
+    let (status, failed) =
+        parts(act(&app, &failing, "fail", json!({"error": "out of memory"})).await).await;
     assert_eq!(status, 200);
     assert_eq!(
         (failed["status"].as_str(), failed["error"].as_str()),
@@ -621,34 +475,17 @@ async fn only_a_running_job_completes_or_fails() {
     );
     assert!(failed["result"].is_null());
 
-    let (_, trail) = parts(
-        app.get(
-            &format!("/api/jobs/{failing}/transitions?offset=2"),
-            &writer(),
-        )
-        .await,
-    )
-    .await;
-    let to: Vec<&str> = trail["transitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["to_state"].as_str().unwrap())
-        .collect();
+    let trail = app.job_transitions(&failing, "?offset=2").await;
     assert_eq!(
-        (to, trail["total"].as_i64()),
+        (
+            texts(&trail["transitions"], "to_state"),
+            trail["total"].as_i64()
+        ),
         (vec!["RUNNING", "FAILED"], Some(4))
     );
-    assert_error(
-        post(
-            &app,
-            "/api/jobs/j_000000000000/complete",
-            &writer(),
-            json!({}),
-        )
-        .await,
-        404,
-        "NOT_FOUND",
+    assert_not_found(
+        app.post("/api/jobs/j_000000000000/complete", &writer(), json!({}))
+            .await,
     )
     .await;
 }
@@ -658,13 +495,12 @@ async fn canceling_a_single_job() {
     let app = spawn_app().await;
     let job = submit_task(&app, &writer(), "cancel me").await;
     let path = format!("/api/jobs/{job}/cancel");
-    let body = assert_error(
-        post(&app, &path, &writer(), json!({"reason": "x".repeat(1001)})).await,
-        422,
-        "VALIDATION_FAILED",
+    assert_invalid_field(
+        app.post(&path, &writer(), json!({"reason": "x".repeat(1001)}))
+            .await,
+        "reason",
     )
     .await;
-    assert_eq!(body["error"]["details"]["fields"][0]["field"], "reason");
 
     // An empty body is an absent reason.
     let response = app
@@ -679,7 +515,7 @@ async fn canceling_a_single_job() {
     assert!(canceled["completed_at"].is_string() && canceled["started_at"].is_null());
 
     let body = assert_error(
-        post(&app, &path, &writer(), json!({})).await,
+        app.post(&path, &writer(), json!({})).await,
         409,
         "INVALID_STATE_TRANSITION",
     )
@@ -689,10 +525,10 @@ async fn canceling_a_single_job() {
     let running = submit_task(&app, &writer(), "running").await;
     run(&app, &running).await;
     let (status, canceled) = parts(
-        post(
+        act(
             &app,
-            &format!("/api/jobs/{running}/cancel"),
-            &writer(),
+            &running,
+            "cancel",
             json!({"reason": "no longer needed"}),
         )
         .await,
@@ -703,11 +539,7 @@ async fn canceling_a_single_job() {
         (200, Some("CANCELED"))
     );
     assert!(canceled["started_at"].is_string());
-    let (_, trail) = parts(
-        app.get(&format!("/api/jobs/{running}/transitions"), &writer())
-            .await,
-    )
-    .await;
+    let trail = app.job_transitions(&running, "").await;
     let last = &trail["transitions"][3];
     assert_eq!(
         (last["from_state"].as_str(), last["to_state"].as_str()),
@@ -726,21 +558,17 @@ async fn another_workspace_s_jobs_are_invisible() {
         format!("/api/jobs/{theirs}/children"),
         format!("/api/jobs/{theirs}/transitions"),
     ] {
-        assert_error(app.get(&path, &outsider).await, 404, "NOT_FOUND").await;
+        assert_not_found(app.get(&path, &outsider).await).await;
     }
     for (action, body) in [
         ("cancel", json!({})),
         ("complete", json!({})),
         ("fail", json!({"error": "x"})),
     ] {
-        let response = post(
-            &app,
-            &format!("/api/jobs/{theirs}/{action}"),
-            &outsider,
-            body,
-        )
-        .await;
-        assert_error(response, 404, "NOT_FOUND").await;
+        let response = app
+            .post(&format!("/api/jobs/{theirs}/{action}"), &outsider, body)
+            .await;
+        assert_not_found(response).await;
     }
     let (_, list) = parts(app.get("/api/jobs", &outsider).await).await;
     assert_eq!(list["total"], 0);
@@ -797,40 +625,24 @@ async fn every_endpoint_needs_a_valid_token_with_its_scope() {
         ),
     ];
     for (method, path, scope) in endpoints {
-        let response = app
-            .request(method.clone(), &path, None)
-            .send()
-            .await
-            .unwrap();
-        assert_error(response, 401, "UNAUTHENTICATED").await;
-        let others: Vec<Scope> = all_scopes().into_iter().filter(|s| *s != scope).collect();
-        let response = app
-            .request(method, &path, Some(&token(&others, None)))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-        assert_error(response, 403, "FORBIDDEN").await;
+        app.assert_needs_scope(method, &path, scope, &json!({}))
+            .await;
     }
     let (_, unchanged) = parts(app.get(&format!("/api/jobs/{job}"), &writer()).await).await;
     assert_eq!(unchanged["version"], 1);
 
     // Routing: unknown ids are 404 whatever their shape, wrong methods 405.
-    assert_error(
-        app.get("/api/jobs/submit", &writer()).await,
-        404,
-        "NOT_FOUND",
+    assert_not_found(app.get("/api/jobs/submit", &writer()).await).await;
+    assert_not_found(
+        app.post("/api/jobs/bad%20id/cancel", &writer(), json!({}))
+            .await,
     )
     .await;
-    assert_error(
-        post(&app, "/api/jobs/bad%20id/cancel", &writer(), json!({})).await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    let response = post(&app, &format!("/api/jobs/{job}"), &writer(), json!({})).await;
+    let response = app
+        .post(&format!("/api/jobs/{job}"), &writer(), json!({}))
+        .await;
     assert_eq!(response.headers()["allow"], "GET");
     assert_error(response, 405, "METHOD_NOT_ALLOWED").await;
     let response = app.get("/api/jobs/submit/x", &writer()).await;
-    assert_error(response, 404, "NOT_FOUND").await;
+    assert_not_found(response).await;
 }

@@ -4,12 +4,16 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use api_tests::{SECRET, TestApp, assert_error, parts, spawn_app, spawn_app_with};
+use api_tests::{
+    SECRET, TestApp, assert_error, assert_invalid_field, assert_not_found, parts, spawn_app,
+    spawn_app_with, texts, without_postgres, without_redis,
+};
 use orchestrator_core::auth::{AuthConfig, Scope, authenticate};
 use orchestrator_core::ids::WorkspaceId;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use service_account::{Account, upsert};
+use spin_host::AppOptions;
 
 /// Creates `client_id` as `scripts/service-account` would and returns its secret.
 async fn create_account(
@@ -29,8 +33,10 @@ async fn create_account(
         .expect("upsert")
 }
 
+const TOKEN: &str = "/api/auth/token";
+
 async fn request_token(app: &TestApp, body: Value) -> Response {
-    app.request(Method::POST, "/api/auth/token", None)
+    app.request(Method::POST, TOKEN, None)
         .json(&body)
         .send()
         .await
@@ -38,12 +44,25 @@ async fn request_token(app: &TestApp, body: Value) -> Response {
 }
 
 async fn request_token_form(app: &TestApp, body: &str) -> Response {
-    app.request(Method::POST, "/api/auth/token", None)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.to_owned())
-        .send()
+    app.post_raw(TOKEN, None, "application/x-www-form-urlencoded", body)
         .await
-        .expect("request")
+}
+
+/// The body of a token request with nothing but credentials.
+fn credentials(client_id: &str, secret: &str) -> Value {
+    json!({"client_id": client_id, "client_secret": secret})
+}
+
+/// Signs in with credentials alone; asserts the token is issued for `scope` and `expires_in`.
+async fn sign_in(
+    app: &TestApp,
+    client_id: &str,
+    secret: &str,
+    scope: &str,
+    expires_in: i64,
+) -> String {
+    let response = request_token(app, credentials(client_id, secret)).await;
+    issued(response, scope, expires_in).await
 }
 
 /// The access token of a 200, asserting the rest of the body.
@@ -73,11 +92,7 @@ fn now_secs() -> i64 {
 #[tokio::test]
 async fn health_reports_both_checks_ok() {
     let app = spawn_app().await;
-    let response = app
-        .request(Method::GET, "/api/health", None)
-        .send()
-        .await
-        .unwrap();
+    let response = app.send_anonymous(Method::GET, "/api/health").await;
     assert!(response.headers().contains_key("x-request-id"));
     let (status, body) = parts(response).await;
     assert_eq!(status, 200, "{body}");
@@ -87,12 +102,15 @@ async fn health_reports_both_checks_ok() {
     );
 }
 
-async fn failed_health(app: &TestApp) -> Value {
-    let response = app
-        .request(Method::GET, "/api/health", None)
-        .send()
-        .await
-        .unwrap();
+/// Serves the app with one dependency unreachable and asserts health answers 503 with the
+/// contract's error body, naming the overall `status` and each check.
+async fn assert_health_fails(
+    unreachable: fn(AppOptions) -> AppOptions,
+    status: &str,
+    checks: Value,
+) {
+    let app = spawn_app_with(unreachable).await;
+    let response = app.send_anonymous(Method::GET, "/api/health").await;
     assert_eq!(
         response
             .headers()
@@ -102,39 +120,20 @@ async fn failed_health(app: &TestApp) -> Value {
     );
     let body = assert_error(response, 503, "UNAVAILABLE").await;
     assert_eq!(body["error"]["details"]["checks"], body["checks"], "{body}");
-    body
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["checks"], checks);
 }
 
 #[tokio::test]
 async fn health_without_redis_is_503_degraded() {
-    let app = spawn_app_with(|options| {
-        options
-            .variable("redis_url", "redis://127.0.0.1:1")
-            .variable("redis_host", "127.0.0.1:1")
-    })
-    .await;
-    let body = failed_health(&app).await;
-    assert_eq!(body["status"], "degraded", "{body}");
-    assert_eq!(
-        body["checks"],
-        json!({"postgres": "ok", "redis": "unavailable"})
-    );
+    let checks = json!({"postgres": "ok", "redis": "unavailable"});
+    assert_health_fails(without_redis, "degraded", checks).await;
 }
 
 #[tokio::test]
 async fn health_without_postgres_is_503_unavailable() {
-    let app = spawn_app_with(|options| {
-        options
-            .variable("database_url", "postgres://postgres@127.0.0.1:1/none")
-            .variable("database_host", "127.0.0.1:1")
-    })
-    .await;
-    let body = failed_health(&app).await;
-    assert_eq!(body["status"], "unavailable", "{body}");
-    assert_eq!(
-        body["checks"],
-        json!({"postgres": "unavailable", "redis": "ok"})
-    );
+    let checks = json!({"postgres": "unavailable", "redis": "ok"});
+    assert_health_fails(without_postgres, "unavailable", checks).await;
 }
 
 #[tokio::test]
@@ -147,16 +146,7 @@ async fn the_right_secret_gets_a_token_that_works_on_the_api() {
         None,
     )
     .await;
-    let token = issued(
-        request_token(
-            &app,
-            json!({"client_id": "ci-bot", "client_secret": secret}),
-        )
-        .await,
-        "resources:read jobs:read",
-        3600,
-    )
-    .await;
+    let token = sign_in(&app, "ci-bot", &secret, "resources:read jobs:read", 3600).await;
 
     let (status, body) = parts(app.get("/api/resources/quotas", &token).await).await;
     assert_eq!(status, 200, "{body}");
@@ -177,7 +167,7 @@ async fn unknown_clients_wrong_secrets_and_disabled_accounts_get_the_same_401() 
     let attempts = [
         json!({"client_id": "ci-bot", "client_secret": format!("{secret}x")}),
         json!({"client_id": "ci-bot", "client_secret": ""}),
-        json!({"client_id": "nobody", "client_secret": secret}),
+        credentials("nobody", &secret),
     ];
     let mut bodies = Vec::new();
     for attempt in attempts {
@@ -186,17 +176,9 @@ async fn unknown_clients_wrong_secrets_and_disabled_accounts_get_the_same_401() 
         bodies.push(assert_error(response, 401, "UNAUTHENTICATED").await);
     }
 
-    app.db
-        .client()
-        .await
-        .unwrap()
-        .execute(
-            "UPDATE service_accounts SET disabled = true WHERE client_id = 'ci-bot'",
-            &[],
-        )
-        .await
-        .unwrap();
-    let right = json!({"client_id": "ci-bot", "client_secret": secret});
+    app.run_sql("UPDATE service_accounts SET disabled = true WHERE client_id = 'ci-bot'")
+        .await;
+    let right = credentials("ci-bot", &secret);
     let response = request_token(&app, right.clone()).await;
     bodies.push(assert_error(response, 401, "UNAUTHENTICATED").await);
     assert!(
@@ -207,11 +189,7 @@ async fn unknown_clients_wrong_secrets_and_disabled_accounts_get_the_same_401() 
     // Running the tool again rotates the secret and enables the account.
     let rotated = create_account(&app, "ci-bot", &[Scope::JobsRead], None).await;
     assert_error(request_token(&app, right).await, 401, "UNAUTHENTICATED").await;
-    let response = request_token(
-        &app,
-        json!({"client_id": "ci-bot", "client_secret": rotated}),
-    );
-    issued(response.await, "jobs:read", 3600).await;
+    sign_in(&app, "ci-bot", &rotated, "jobs:read", 3600).await;
 }
 
 #[tokio::test]
@@ -237,13 +215,7 @@ async fn form_encoded_requests_work_like_json() {
     assert_eq!(status, 200);
 
     let repeated = format!("client_id=ci.bot%3A1&client_id=other&client_secret={secret}");
-    let body = assert_error(
-        request_token_form(&app, &repeated).await,
-        422,
-        "VALIDATION_FAILED",
-    )
-    .await;
-    assert_eq!(body["error"]["details"]["fields"][0]["field"], "client_id");
+    assert_invalid_field(request_token_form(&app, &repeated).await, "client_id").await;
 }
 
 #[tokio::test]
@@ -307,32 +279,23 @@ async fn malformed_token_requests_are_refused_before_any_lookup() {
         ),
     ];
     for (body, field) in cases {
-        let error = assert_error(request_token(&app, body).await, 422, "VALIDATION_FAILED").await;
-        assert_eq!(error["error"]["details"]["fields"][0]["field"], field);
+        assert_invalid_field(request_token(&app, body).await, field).await;
     }
-    let post = |content_type: &'static str, body: &'static str| {
-        app.request(Method::POST, "/api/auth/token", None)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-    };
+    let post =
+        async |content_type: &str, body: &str| app.post_raw(TOKEN, None, content_type, body).await;
     assert_error(
-        post("application/json", "{not json").await.unwrap(),
+        post("application/json", "{not json").await,
         400,
         "BAD_REQUEST",
     )
     .await;
     assert_error(
-        post("text/plain", "client_id=c").await.unwrap(),
+        post("text/plain", "client_id=c").await,
         415,
         "UNSUPPORTED_MEDIA_TYPE",
     )
     .await;
-    let response = app
-        .request(Method::GET, "/api/auth/token", None)
-        .send()
-        .await
-        .unwrap();
+    let response = app.send_anonymous(Method::GET, TOKEN).await;
     assert_eq!(
         response
             .headers()
@@ -346,43 +309,18 @@ async fn malformed_token_requests_are_refused_before_any_lookup() {
 #[tokio::test]
 async fn a_workspace_account_gets_a_confined_token() {
     let app = spawn_app().await;
-    app.db
-        .client()
-        .await
-        .unwrap()
-        .batch_execute(
-            "INSERT INTO workers (id, workspace_id, status) VALUES
-               ('w_a1', 'ws_a', 'IDLE'), ('w_b1', 'ws_b', 'IDLE');",
-        )
-        .await
-        .unwrap();
-    let secret = create_account(&app, "team-a", &[Scope::SupervisorRead], Some("ws_a")).await;
-    let token = issued(
-        request_token(
-            &app,
-            json!({"client_id": "team-a", "client_secret": secret}),
-        )
-        .await,
-        "supervisor:read",
-        3600,
+    app.run_sql(
+        "INSERT INTO workers (id, workspace_id, status) VALUES
+           ('w_a1', 'ws_a', 'IDLE'), ('w_b1', 'ws_b', 'IDLE');",
     )
     .await;
+    let secret = create_account(&app, "team-a", &[Scope::SupervisorRead], Some("ws_a")).await;
+    let token = sign_in(&app, "team-a", &secret, "supervisor:read", 3600).await;
 
     let (status, body) = parts(app.get("/api/supervisor/workers", &token).await).await;
     assert_eq!(status, 200, "{body}");
-    let ids: Vec<&str> = body["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|w| w["id"].as_str())
-        .collect();
-    assert_eq!(ids, ["w_a1"]);
-    assert_error(
-        app.get("/api/supervisor/workers/w_b1", &token).await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    assert_eq!(texts(&body["workers"], "id"), ["w_a1"]);
+    assert_not_found(app.get("/api/supervisor/workers/w_b1", &token).await).await;
 }
 
 #[tokio::test]
@@ -395,16 +333,7 @@ async fn tokens_carry_the_configured_ttl_issuer_and_audience() {
     })
     .await;
     let secret = create_account(&app, "ci-bot", &[Scope::ResourcesRead], None).await;
-    let token = issued(
-        request_token(
-            &app,
-            json!({"client_id": "ci-bot", "client_secret": secret}),
-        )
-        .await,
-        "resources:read",
-        120,
-    )
-    .await;
+    let token = sign_in(&app, "ci-bot", &secret, "resources:read", 120).await;
     // The app itself requires `iss` and `aud` now.
     let (status, body) = parts(app.get("/api/resources/quotas", &token).await).await;
     assert_eq!(status, 200, "{body}");

@@ -1,24 +1,22 @@
 //! The first read endpoint of each component, through the host against a
 //! fresh database: success, 401, 403 and 404.
 
-use api_tests::{TestApp, all_scopes, assert_error, parts, sign, spawn_app, spawn_app_with, token};
+use api_tests::{
+    TestApp, all_scopes, assert_error, assert_not_found, lacking, numbers, paging, parts, sign,
+    spawn_app, spawn_app_with, texts, token,
+};
 use orchestrator_core::auth::{Claims, Scope};
 use reqwest::Method;
 
 async fn seed_workers(app: &TestApp) {
-    app.db
-        .client()
-        .await
-        .unwrap()
-        .batch_execute(
-            "INSERT INTO workers (id, workspace_id, status, created_at, updated_at) VALUES
+    app.run_sql(
+        "INSERT INTO workers (id, workspace_id, status, created_at, updated_at) VALUES
                ('w_a1', 'ws_a', 'IDLE',    '2026-01-01T00:00:01Z', '2026-01-01T00:00:01Z'),
                ('w_a2', 'ws_a', 'IDLE',    '2026-01-01T00:00:02Z', '2026-01-01T00:00:02Z'),
                ('w_b1', 'ws_b', 'IDLE',    '2026-01-01T00:00:03Z', '2026-01-01T00:00:03Z');
              UPDATE workers SET status = 'RUNNING' WHERE id = 'w_a2';",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -46,13 +44,7 @@ async fn listing_workers_filters_pages_and_confines_to_a_workspace() {
     let operator = token(&[Scope::SupervisorRead], None);
 
     let (_, body) = parts(app.get("/api/supervisor/workers", &operator).await).await;
-    let ids: Vec<&str> = body["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["w_a1", "w_a2", "w_b1"]);
+    assert_eq!(texts(&body["workers"], "id"), ["w_a1", "w_a2", "w_b1"]);
     assert_eq!(body["total"], 3);
     let first = &body["workers"][0];
     assert_eq!(first["status"], "IDLE");
@@ -67,14 +59,7 @@ async fn listing_workers_filters_pages_and_confines_to_a_workspace() {
     )
     .await;
     assert_eq!(body["workers"][0]["id"], "w_a2");
-    assert_eq!(
-        (
-            body["total"].as_i64(),
-            body["limit"].as_i64(),
-            body["offset"].as_i64()
-        ),
-        (Some(3), Some(1), Some(1))
-    );
+    assert_eq!(paging(&body), (Some(3), Some(1), Some(1)));
 
     let (_, body) = parts(
         app.get("/api/supervisor/workers?status=RUNNING", &operator)
@@ -130,7 +115,7 @@ async fn reads_need_a_valid_token_with_the_scope() {
     });
     let forged = token(&all_scopes(), None).replace('.', ".x");
     for path in paths {
-        let response = app.request(Method::GET, path, None).send().await.unwrap();
+        let response = app.send_anonymous(Method::GET, path).await;
         assert_eq!(
             response.headers()["www-authenticate"],
             r#"Bearer error="invalid_token""#
@@ -145,8 +130,7 @@ async fn reads_need_a_valid_token_with_the_scope() {
             "resources" => Scope::ResourcesRead,
             _ => Scope::JobsRead,
         };
-        let others: Vec<Scope> = all_scopes().into_iter().filter(|s| *s != needed).collect();
-        assert_error(app.get(path, &token(&others, None)).await, 403, "FORBIDDEN").await;
+        assert_error(app.get(path, &lacking(needed)).await, 403, "FORBIDDEN").await;
     }
 }
 
@@ -160,7 +144,7 @@ async fn unknown_paths_and_methods() {
         "/api/jobs/",
         "/api/jobs/j_1/unknown",
     ] {
-        assert_error(app.get(path, &all).await, 404, "NOT_FOUND").await;
+        assert_not_found(app.get(path, &all).await).await;
     }
     // No component serves this path at all: the host answers 404.
     assert_eq!(app.get("/elsewhere", &all).await.status(), 404);
@@ -175,41 +159,15 @@ async fn unknown_paths_and_methods() {
 
 #[tokio::test]
 async fn quotas_follow_the_depth_quotas_variable() {
+    let reader = token(&[Scope::ResourcesRead], None);
     let app = spawn_app().await;
-    let (status, body) = parts(
-        app.get(
-            "/api/resources/quotas",
-            &token(&[Scope::ResourcesRead], None),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let limits: Vec<i64> = body["quotas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["max_workers"].as_i64().unwrap())
-        .collect();
-    assert_eq!(limits, [10, 8, 5, 3, 2, 1]);
+    let body = app.get_ok("/api/resources/quotas", &reader).await;
+    assert_eq!(numbers(&body["quotas"], "max_workers"), [10, 8, 5, 3, 2, 1]);
     assert_eq!(body["quotas"][5]["depth"], 5);
 
     let app = spawn_app_with(|o| o.variable("depth_quotas", "4,4,3,2,1,0")).await;
-    let (_, body) = parts(
-        app.get(
-            "/api/resources/quotas",
-            &token(&[Scope::ResourcesRead], None),
-        )
-        .await,
-    )
-    .await;
-    let limits: Vec<i64> = body["quotas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["max_workers"].as_i64().unwrap())
-        .collect();
-    assert_eq!(limits, [4, 4, 3, 2, 1, 0]);
+    let body = app.get_ok("/api/resources/quotas", &reader).await;
+    assert_eq!(numbers(&body["quotas"], "max_workers"), [4, 4, 3, 2, 1, 0]);
     // The database follows the configuration, so allocations are checked against it.
     let stored: Vec<i32> = app
         .db
@@ -228,16 +186,11 @@ async fn quotas_follow_the_depth_quotas_variable() {
 #[tokio::test]
 async fn getting_a_job() {
     let app = spawn_app().await;
-    app.db
-        .client()
-        .await
-        .unwrap()
-        .batch_execute(
-            "INSERT INTO jobs (id, workspace_id, status, task_description, worker_count, depth)
-             VALUES ('j_0123456789ab', 'ws_a', 'PENDING', 'summarise the logs', 3, 0)",
-        )
-        .await
-        .unwrap();
+    app.run_sql(
+        "INSERT INTO jobs (id, workspace_id, status, task_description, worker_count, depth)
+         VALUES ('j_0123456789ab', 'ws_a', 'PENDING', 'summarise the logs', 3, 0)",
+    )
+    .await;
     let reader = token(&[Scope::JobsRead], None);
     let response = app.get("/api/jobs/j_0123456789ab", &reader).await;
     assert_eq!(response.headers()["etag"], "\"1\"");
@@ -255,32 +208,12 @@ async fn getting_a_job() {
     assert_eq!(job["allocated_workers"], 0);
     assert!(job["created_at"].as_str().unwrap().ends_with('Z'));
 
-    assert_error(
-        app.get("/api/jobs/j_000000000000", &reader).await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    assert_error(
-        app.get("/api/jobs/bad%20id", &reader).await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    assert_not_found(app.get("/api/jobs/j_000000000000", &reader).await).await;
+    assert_not_found(app.get("/api/jobs/bad%20id", &reader).await).await;
     // Another workspace's job is indistinguishable from a missing one.
     let outsider = token(&[Scope::JobsRead], Some("ws_b"));
-    let body = assert_error(
-        app.get("/api/jobs/j_0123456789ab", &outsider).await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    let missing = assert_error(
-        app.get("/api/jobs/j_000000000000", &outsider).await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    let body = assert_not_found(app.get("/api/jobs/j_0123456789ab", &outsider).await).await;
+    let missing = assert_not_found(app.get("/api/jobs/j_000000000000", &outsider).await).await;
     assert_eq!(
         body["detail"]
             .as_str()

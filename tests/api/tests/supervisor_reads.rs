@@ -1,89 +1,47 @@
 //! Registering, reading, listing and counting workers, and reading their
 //! audit trail, through the host against a fresh database.
 
-use api_tests::{TestApp, all_scopes, assert_error, parts, spawn_app, token};
+use api_tests::{
+    TestApp, assert_error, assert_generated_id, assert_invalid_field, assert_not_found, keys,
+    lacking, paging, parts, spawn_app, supervisor_writer, texts, token,
+};
 use orchestrator_core::auth::Scope;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-fn writer(workspace: Option<&str>) -> String {
-    token(&[Scope::SupervisorRead, Scope::SupervisorWrite], workspace)
-}
+const WORKERS: &str = "/api/supervisor/workers";
 
 async fn register_as(app: &TestApp, token: &str, body: Value) -> Response {
-    app.request(Method::POST, "/api/supervisor/workers", Some(token))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Registers `id` in `workspace` with an operator token, asserting 201.
-async fn register(app: &TestApp, id: &str, workspace: &str) -> Value {
-    let body = json!({"id": id, "workspace_id": workspace});
-    let (status, worker) = parts(register_as(app, &writer(None), body).await).await;
-    assert_eq!(status, 201, "{worker}");
-    worker
-}
-
-async fn act(app: &TestApp, id: &str, action: &str) {
-    let path = format!("/api/supervisor/workers/{id}/{action}");
-    let response = app
-        .request(Method::POST, &path, Some(&writer(None)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{action} {id}");
+    app.post(WORKERS, token, body).await
 }
 
 async fn metrics(app: &TestApp, token: &str, query: &str) -> Value {
-    let (status, body) = parts(
-        app.get(&format!("/api/supervisor/metrics{query}"), token)
-            .await,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
+    app.get_ok(&format!("/api/supervisor/metrics{query}"), token)
+        .await
 }
 
-fn by_status(
-    idle: i64,
-    running: i64,
-    paused: i64,
-    completed: i64,
-    failed: i64,
-    terminated: i64,
-) -> Value {
-    json!({"IDLE": idle, "RUNNING": running, "PAUSED": paused,
-           "COMPLETED": completed, "FAILED": failed, "TERMINATED": terminated})
+/// The metrics body for `total_workers` and the counts in the contract's order of states
+/// (IDLE, RUNNING, PAUSED, COMPLETED, FAILED, TERMINATED).
+fn counted(total: i64, [idle, running, paused, completed, failed, terminated]: [i64; 6]) -> Value {
+    json!({"total_workers": total, "by_status": {
+        "IDLE": idle, "RUNNING": running, "PAUSED": paused,
+        "COMPLETED": completed, "FAILED": failed, "TERMINATED": terminated}})
 }
 
-fn ids(list: &Value, key: &str) -> Vec<String> {
-    list[key]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["id"].as_str().unwrap().to_owned())
-        .collect()
+fn ids(list: &Value) -> Vec<&str> {
+    texts(&list["workers"], "id")
 }
 
 #[tokio::test]
 async fn registering_defaults_generates_and_echoes() {
     let app = spawn_app().await;
-    let confined = writer(Some("ws_a"));
+    let confined = supervisor_writer(Some("ws_a"));
     let response = register_as(&app, &confined, json!({})).await;
     assert_eq!(response.headers()["etag"], "\"1\"");
     let (status, worker) = parts(response).await;
     assert_eq!(status, 201);
     let id = worker["id"].as_str().unwrap();
-    assert!(
-        id.len() == 14
-            && id.starts_with("w_")
-            && id[2..]
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-        "{id}"
-    );
+    assert_generated_id(id, "w_");
     assert_eq!(worker["workspace_id"], "ws_a");
     assert_eq!(worker["status"], "IDLE");
     assert_eq!(worker["metadata"], json!({}));
@@ -93,11 +51,7 @@ async fn registering_defaults_generates_and_echoes() {
     assert!(worker["created_at"].as_str().unwrap().ends_with('Z'));
 
     // An empty body is the same as {}.
-    let response = app
-        .request(Method::POST, "/api/supervisor/workers", Some(&confined))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_optional(WORKERS, &confined, None).await;
     let (status, other) = parts(response).await;
     assert_eq!(status, 201);
     assert_ne!(other["id"], worker["id"]);
@@ -114,18 +68,22 @@ async fn registering_defaults_generates_and_echoes() {
     let metadata =
         json!({"model": "small", "tags": ["a", "b"], "limits": {"tokens": 1000}, "note": null});
     let body = json!({"id": "w_meta", "workspace_id": "ws_a", "metadata": metadata});
-    let worker = parts(register_as(&app, &writer(None), body).await).await.1;
+    let worker = parts(register_as(&app, &supervisor_writer(None), body).await)
+        .await
+        .1;
     assert_eq!(worker["metadata"], metadata);
     // `null` for an optional field means "not given".
     let body = json!({"id": null, "workspace_id": "ws_a", "metadata": null});
-    let worker = parts(register_as(&app, &writer(None), body).await).await.1;
+    let worker = parts(register_as(&app, &supervisor_writer(None), body).await)
+        .await
+        .1;
     assert_eq!(worker["metadata"], json!({}));
 }
 
 #[tokio::test]
 async fn registration_is_validated_confined_and_unique() {
     let app = spawn_app().await;
-    let operator = writer(None);
+    let operator = supervisor_writer(None);
     let too_big = json!({"k": "x".repeat(16 * 1024)});
     let invalid = [
         (json!({"workspace_id": "ws_a", "name": "w"}), "name"),
@@ -143,28 +101,15 @@ async fn registration_is_validated_confined_and_unique() {
         (json!([]), "body"),
     ];
     for (body, field) in invalid {
-        let error = assert_error(
-            register_as(&app, &operator, body.clone()).await,
-            422,
-            "VALIDATION_FAILED",
-        )
-        .await;
-        assert_eq!(
-            error["error"]["details"]["fields"][0]["field"], field,
-            "{body}"
-        );
+        assert_invalid_field(register_as(&app, &operator, body).await, field).await;
     }
     let not_json = app
-        .request(Method::POST, "/api/supervisor/workers", Some(&operator))
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .unwrap();
+        .post_raw(WORKERS, Some(&operator), "application/json", "{")
+        .await;
     assert_error(not_json, 400, "BAD_REQUEST").await;
 
     // A confined token registers into its own workspace only.
-    let confined = writer(Some("ws_a"));
+    let confined = supervisor_writer(Some("ws_a"));
     let body = json!({"id": "w_x", "workspace_id": "ws_b"});
     assert_error(register_as(&app, &confined, body).await, 403, "FORBIDDEN").await;
     let body = json!({"id": "w_x", "workspace_id": "ws_a"});
@@ -180,17 +125,8 @@ async fn registration_is_validated_confined_and_unique() {
         let error = assert_error(register_as(&app, token, body).await, 409, "ALREADY_EXISTS").await;
         assert_eq!(error["detail"], "Worker w_x already exists");
     }
-    let client = app.db.client().await.unwrap();
-    let workers: i64 = client
-        .query_one("SELECT count(*) FROM workers", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let events: i64 = client
-        .query_one("SELECT count(*) FROM events", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let workers = app.select_int("SELECT count(*) FROM workers").await;
+    let events = app.select_int("SELECT count(*) FROM events").await;
     assert_eq!((workers, events), (1, 1));
 
     let reader = token(&[Scope::SupervisorRead], None);
@@ -200,19 +136,15 @@ async fn registration_is_validated_confined_and_unique() {
         "FORBIDDEN",
     )
     .await;
-    let anonymous = app
-        .request(Method::POST, "/api/supervisor/workers", None)
-        .send()
-        .await
-        .unwrap();
+    let anonymous = app.send_anonymous(Method::POST, WORKERS).await;
     assert_error(anonymous, 401, "UNAUTHENTICATED").await;
 }
 
 #[tokio::test]
 async fn getting_a_worker() {
     let app = spawn_app().await;
-    register(&app, "w_get", "ws_a").await;
-    act(&app, "w_get", "start").await;
+    app.register_worker("w_get", "ws_a").await;
+    app.move_worker("w_get", "start", None).await;
     let reader = token(&[Scope::SupervisorRead], None);
     let response = app.get("/api/supervisor/workers/w_get", &reader).await;
     assert_eq!(response.headers()["etag"], "\"2\"");
@@ -222,14 +154,8 @@ async fn getting_a_worker() {
         (worker["status"].as_str(), worker["version"].as_i64()),
         (Some("RUNNING"), Some(2))
     );
-    let fields: Vec<&str> = worker
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        fields,
+        keys(&worker),
         [
             "id",
             "workspace_id",
@@ -242,25 +168,10 @@ async fn getting_a_worker() {
         ]
     );
 
-    assert_error(
-        app.get("/api/supervisor/workers/w_none", &reader).await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    assert_error(
-        app.get("/api/supervisor/workers/bad%20id", &reader).await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    assert_not_found(app.get("/api/supervisor/workers/w_none", &reader).await).await;
+    assert_not_found(app.get("/api/supervisor/workers/bad%20id", &reader).await).await;
     let outsider = token(&[Scope::SupervisorRead], Some("ws_b"));
-    let hidden = assert_error(
-        app.get("/api/supervisor/workers/w_get", &outsider).await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    let hidden = assert_not_found(app.get("/api/supervisor/workers/w_get", &outsider).await).await;
     assert_eq!(hidden["detail"], "Worker w_get not found");
     let insider = token(&[Scope::SupervisorRead], Some("ws_a"));
     assert_eq!(
@@ -275,28 +186,27 @@ async fn getting_a_worker() {
 async fn lists_show_registered_workers_in_order_and_confined() {
     let app = spawn_app().await;
     for (id, workspace) in [("w_1", "ws_a"), ("w_2", "ws_b"), ("w_3", "ws_a")] {
-        register(&app, id, workspace).await;
+        app.register_worker(id, workspace).await;
     }
-    act(&app, "w_3", "start").await;
-    let (_, all) = parts(app.get("/api/supervisor/workers", &writer(None)).await).await;
-    assert_eq!(ids(&all, "workers"), ["w_1", "w_2", "w_3"]);
+    app.move_worker("w_3", "start", None).await;
+    let (_, all) = parts(app.get(WORKERS, &supervisor_writer(None)).await).await;
+    assert_eq!(ids(&all), ["w_1", "w_2", "w_3"]);
     let (_, running) = parts(
-        app.get("/api/supervisor/workers?status=RUNNING", &writer(None))
-            .await,
+        app.get(
+            "/api/supervisor/workers?status=RUNNING",
+            &supervisor_writer(None),
+        )
+        .await,
     )
     .await;
     assert_eq!(
-        (ids(&running, "workers"), running["total"].as_i64()),
-        (vec!["w_3".to_owned()], Some(1))
+        (ids(&running), running["total"].as_i64()),
+        (vec!["w_3"], Some(1))
     );
-    let (_, confined) = parts(
-        app.get("/api/supervisor/workers", &writer(Some("ws_a")))
-            .await,
-    )
-    .await;
+    let (_, confined) = parts(app.get(WORKERS, &supervisor_writer(Some("ws_a"))).await).await;
     assert_eq!(
-        (ids(&confined, "workers"), confined["total"].as_i64()),
-        (vec!["w_1".to_owned(), "w_3".to_owned()], Some(2))
+        (ids(&confined), confined["total"].as_i64()),
+        (vec!["w_1", "w_3"], Some(2))
     );
 }
 
@@ -305,19 +215,10 @@ async fn metrics_count_every_state_per_workspace() {
     let app = spawn_app().await;
     let operator = token(&[Scope::SupervisorRead], None);
     let empty = metrics(&app, &operator, "").await;
-    assert_eq!(
-        empty,
-        json!({"total_workers": 0, "by_status": by_status(0, 0, 0, 0, 0, 0)})
-    );
+    assert_eq!(empty, counted(0, [0, 0, 0, 0, 0, 0]));
     // Every state is listed, in the contract's order.
-    let order: Vec<&str> = empty["by_status"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        order,
+        keys(&empty["by_status"]),
         [
             "IDLE",
             "RUNNING",
@@ -329,65 +230,49 @@ async fn metrics_count_every_state_per_workspace() {
     );
 
     for id in ["w_a1", "w_a2", "w_a3", "w_a4", "w_a5"] {
-        register(&app, id, "ws_a").await;
+        app.register_worker(id, "ws_a").await;
     }
-    register(&app, "w_b1", "ws_b").await;
-    act(&app, "w_a1", "start").await;
-    act(&app, "w_a2", "start").await;
-    act(&app, "w_a2", "pause").await;
-    act(&app, "w_a3", "start").await;
-    act(&app, "w_a3", "complete").await;
-    act(&app, "w_a4", "terminate").await;
-    act(&app, "w_b1", "start").await;
+    app.register_worker("w_b1", "ws_b").await;
+    for (id, action) in [
+        ("w_a1", "start"),
+        ("w_a2", "start"),
+        ("w_a2", "pause"),
+        ("w_a3", "start"),
+        ("w_a3", "complete"),
+        ("w_a4", "terminate"),
+        ("w_b1", "start"),
+    ] {
+        app.move_worker(id, action, None).await;
+    }
 
     let all = metrics(&app, &operator, "").await;
-    assert_eq!(
-        all,
-        json!({"total_workers": 6, "by_status": by_status(1, 2, 1, 1, 0, 1)})
-    );
+    assert_eq!(all, counted(6, [1, 2, 1, 1, 0, 1]));
     let ws_a = metrics(&app, &operator, "?workspace_id=ws_a").await;
-    assert_eq!(
-        ws_a,
-        json!({"total_workers": 5, "by_status": by_status(1, 1, 1, 1, 0, 1)})
-    );
+    assert_eq!(ws_a, counted(5, [1, 1, 1, 1, 0, 1]));
 
     let confined = token(&[Scope::SupervisorRead], Some("ws_b"));
     let own = metrics(&app, &confined, "").await;
-    assert_eq!(
-        own,
-        json!({"total_workers": 1, "by_status": by_status(0, 1, 0, 0, 0, 0)})
-    );
+    assert_eq!(own, counted(1, [0, 1, 0, 0, 0, 0]));
     let elsewhere = metrics(&app, &confined, "?workspace_id=ws_a").await;
-    assert_eq!(
-        elsewhere,
-        json!({"total_workers": 0, "by_status": by_status(0, 0, 0, 0, 0, 0)})
-    );
+    assert_eq!(elsewhere, counted(0, [0, 0, 0, 0, 0, 0]));
     let bad = app
         .get("/api/supervisor/metrics?workspace_id=%20", &operator)
         .await;
     assert_error(bad, 422, "VALIDATION_FAILED").await;
 
     // The numbers come from the counters, not from scanning workers.
-    app.db
-        .client()
-        .await
-        .unwrap()
-        .batch_execute("INSERT INTO worker_counts VALUES ('ws_b', 'FAILED', 100)")
-        .await
-        .unwrap();
-    let counted = metrics(&app, &confined, "").await;
-    assert_eq!(
-        counted,
-        json!({"total_workers": 101, "by_status": by_status(0, 1, 0, 0, 100, 0)})
-    );
+    app.run_sql("INSERT INTO worker_counts VALUES ('ws_b', 'FAILED', 100)")
+        .await;
+    let from_counters = metrics(&app, &confined, "").await;
+    assert_eq!(from_counters, counted(101, [0, 1, 0, 0, 100, 0]));
 }
 
 #[tokio::test]
 async fn the_audit_trail_pages_oldest_first() {
     let app = spawn_app().await;
-    register(&app, "w_t", "ws_a").await;
+    app.register_worker("w_t", "ws_a").await;
     for action in ["start", "pause", "resume", "pause", "resume", "terminate"] {
-        act(&app, "w_t", action).await;
+        app.move_worker("w_t", action, None).await;
     }
     let reader = token(&[Scope::SupervisorRead], Some("ws_a"));
     let (status, all) = parts(
@@ -396,22 +281,10 @@ async fn the_audit_trail_pages_oldest_first() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(
-        (
-            all["total"].as_i64(),
-            all["limit"].as_i64(),
-            all["offset"].as_i64()
-        ),
-        (Some(7), Some(50), Some(0))
-    );
+    assert_eq!(paging(&all), (Some(7), Some(50), Some(0)));
     let first = &all["transitions"][0];
     assert_eq!(
-        first
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        keys(first),
         ["from_state", "to_state", "reason", "actor", "at"]
     );
     assert_eq!(
@@ -440,14 +313,7 @@ async fn the_audit_trail_pages_oldest_first() {
         })
         .collect();
     assert_eq!(moves, [("PAUSED", "RUNNING"), ("RUNNING", "PAUSED")]);
-    assert_eq!(
-        (
-            page["total"].as_i64(),
-            page["limit"].as_i64(),
-            page["offset"].as_i64()
-        ),
-        (Some(7), Some(2), Some(3))
-    );
+    assert_eq!(paging(&page), (Some(7), Some(2), Some(3)));
     let (_, beyond) = parts(
         app.get("/api/supervisor/workers/w_t/transitions?offset=50", &reader)
             .await,
@@ -468,38 +334,17 @@ async fn the_audit_trail_pages_oldest_first() {
         assert_error(response, 422, "VALIDATION_FAILED").await;
     }
     let outsider = token(&[Scope::SupervisorRead], Some("ws_b"));
-    assert_error(
-        app.get("/api/supervisor/workers/w_t/transitions", &outsider)
-            .await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    assert_error(
-        app.get("/api/supervisor/workers/w_none/transitions", &reader)
-            .await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    assert_error(
-        app.get("/api/supervisor/workers/a%20b/transitions", &reader)
-            .await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    for (id, token) in [("w_t", &outsider), ("w_none", &reader), ("a%20b", &reader)] {
+        let path = format!("/api/supervisor/workers/{id}/transitions");
+        assert_not_found(app.get(&path, token).await).await;
+    }
 }
 
 #[tokio::test]
 async fn reads_need_a_token_with_supervisor_read() {
     let app = spawn_app().await;
-    register(&app, "w_r", "ws_a").await;
-    let others: Vec<Scope> = all_scopes()
-        .into_iter()
-        .filter(|s| *s != Scope::SupervisorRead)
-        .collect();
-    let lacking = token(&others, None);
+    app.register_worker("w_r", "ws_a").await;
+    let lacking = lacking(Scope::SupervisorRead);
     for path in [
         "/api/supervisor/workers",
         "/api/supervisor/workers/w_r",
@@ -508,7 +353,7 @@ async fn reads_need_a_token_with_supervisor_read() {
         "/api/supervisor/metrics",
         "/api/events",
     ] {
-        let anonymous = app.request(Method::GET, path, None).send().await.unwrap();
+        let anonymous = app.send_anonymous(Method::GET, path).await;
         assert_error(anonymous, 401, "UNAUTHENTICATED").await;
         assert_error(app.get(path, "not-a-jwt").await, 401, "UNAUTHENTICATED").await;
         assert_error(app.get(path, &lacking).await, 403, "FORBIDDEN").await;
@@ -524,6 +369,6 @@ async fn reads_need_a_token_with_supervisor_read() {
         "/api/supervisor/metrics/",
         "/api/supervisor/workers/w_r/trail",
     ] {
-        assert_error(app.get(path, &writer(None)).await, 404, "NOT_FOUND").await;
+        assert_not_found(app.get(path, &supervisor_writer(None)).await).await;
     }
 }

@@ -8,6 +8,7 @@
 //! [`Db`]: crate::db::Db
 
 pub mod allocations;
+mod audit_trail;
 pub mod events;
 pub mod idempotency;
 pub mod job_transitions;
