@@ -220,6 +220,10 @@ impl AuthConfig {
         if claims.sub.is_empty() {
             return reject("token subject is empty");
         }
+        // The subject is the actor of audit rows and events, and Postgres text cannot hold U+0000.
+        if claims.sub.contains('\0') {
+            return reject("token subject contains U+0000");
+        }
         if now > claims.exp.saturating_add(LEEWAY_SECS) {
             return reject("token expired");
         }

@@ -62,11 +62,50 @@ pub fn parse_form<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// A parsed body into its request type; the 422 names the field at fault.
+///
+/// Two checks come before the request type sees the value. The body must be an object: serde would
+/// otherwise read a struct from an array of its field values (`[{"ok": true}]` as `{"result": …}`).
+/// And no string or key may hold U+0000, which Postgres can store neither in `text` nor in `jsonb`.
 fn decode<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::invalid(WHOLE_BODY, "must be a JSON object"));
+    }
+    if let Some(field) = nul_at(&value, "") {
+        let field = if field.is_empty() { WHOLE_BODY } else { &field };
+        return Err(ApiError::invalid(
+            field,
+            "must not contain the character U+0000",
+        ));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = field_name(&e.path().to_string(), &e.inner().to_string());
         ApiError::invalid(field, e.inner().to_string())
     })
+}
+
+/// Where in `value` (found at `path`) a string or an object key holds U+0000: the path of the string,
+/// or of the object whose key it is (the key itself is not repeated back). Depth is bounded by the JSON
+/// parser's recursion limit.
+fn nul_at(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then(|| path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_at(item, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                return Some(path.to_owned());
+            }
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            nul_at(item, &at)
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+    }
 }
 
 /// `application/json` or any `+json` type, ignoring parameters such as `charset`.
@@ -215,6 +254,41 @@ mod tests {
             message,
             json!({"fields": [{"field": "worker_count", "message": "must be between 1 and 10"}]})
         );
+    }
+
+    #[test]
+    fn only_objects_are_bodies() {
+        // A struct would otherwise be read from an array of its field values.
+        for body in [
+            r#"[{"reason": "x"}]"#,
+            r#"["x"]"#,
+            "[]",
+            "null",
+            "1",
+            r#""x""#,
+        ] {
+            let error = parse_json::<OptionalReason>(None, body.as_bytes()).unwrap_err();
+            assert_eq!(field_of(error), (422, WHOLE_BODY.to_owned()), "{body}");
+        }
+    }
+
+    #[test]
+    fn nul_characters_are_refused_where_they_are() {
+        let cases = [
+            (r#"{"reason": "a\u0000b"}"#, "reason"),
+            (r#"{"reason\u0000": "x"}"#, WHOLE_BODY),
+            (
+                r#"{"inner": [{"depth": 1}, {"x": ["ok", "\u0000"]}]}"#,
+                "inner[1].x[1]",
+            ),
+            (r#"{"inner": [{"a\u0000": 1}]}"#, "inner[0]"),
+        ];
+        for (body, field) in cases {
+            let error = parse_json::<Outer>(None, body.as_bytes()).unwrap_err();
+            assert_eq!(field_of(error), (422, field.to_owned()), "{body}");
+        }
+        let error = parse_form::<OptionalReason>(b"reason=a%00").unwrap_err();
+        assert_eq!(field_of(error), (422, "reason".to_owned()));
     }
 
     #[test]

@@ -48,8 +48,12 @@ impl Query {
     }
 
     /// Parses `name` if present, e.g. `query.field::<WorkerState>("status")`; a bad value is a 422 for
-    /// `name`.
+    /// `name`, and so is a parameter given more than once: picking one of the values would be a guess
+    /// (as for form bodies, [`crate::body::parse_form`]).
     pub fn field<T: FromStr<Err = InvalidValue>>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        if self.pairs.iter().filter(|(key, _)| key == name).count() > 1 {
+            return Err(ApiError::invalid(name, "must not be repeated"));
+        }
         self.get(name)
             .map(|raw| raw.parse().map_err(|e: InvalidValue| e.at(name)))
             .transpose()
@@ -126,9 +130,13 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
+/// The byte of exactly two hex digits. Not `u8::from_str_radix`, which also takes a sign (`%+5`).
 fn hex_byte(digits: &[u8]) -> Option<u8> {
-    let text = std::str::from_utf8(digits).ok()?;
-    u8::from_str_radix(text, 16).ok()
+    let digit = |byte: u8| char::from(byte).to_digit(16);
+    match digits {
+        &[high, low] => u8::try_from(digit(high)? << 4 | digit(low)?).ok(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +157,21 @@ mod tests {
         assert_eq!(query.pairs().len(), 7);
         assert_eq!(Query::parse("").pairs().len(), 0);
         assert_eq!(Query::parse("x=%").get("x"), Some("%"));
+    }
+
+    /// Found by the `query` fuzz target: `%+a` decoded to byte 0x0A, since `from_str_radix` takes a sign.
+    #[test]
+    fn an_escape_needs_two_hex_digits() {
+        let crash = Query::parse("o=o2Tw%+aTT=TTTTTTTTTTTTTTTTTTTTTTTTT");
+        assert_eq!(crash.get("o"), Some("o2Tw% aTT=TTTTTTTTTTTTTTTTTTTTTTTTT"));
+        for (raw, decoded) in [
+            ("x=%+a", "% a"),
+            ("x=%-1", "%-1"),
+            ("x=%a", "%a"),
+            ("x=%c3%A9%0a", "é\n"),
+        ] {
+            assert_eq!(Query::parse(raw).get("x"), Some(decoded), "{raw}");
+        }
     }
 
     #[test]
@@ -192,6 +215,18 @@ mod tests {
             error.details(),
             json!({"fields": [{"field": "bad", "message": "must be between 0 and 5"}]})
         );
+    }
+
+    #[test]
+    fn a_typed_field_given_twice_is_refused() {
+        for raw in ["depth=1&depth=2", "depth=1&depth=1", "depth=1&depth="] {
+            let error = Query::parse(raw).field::<Depth>("depth").unwrap_err();
+            assert_eq!(
+                error.details(),
+                json!({"fields": [{"field": "depth", "message": "must not be repeated"}]}),
+                "{raw}"
+            );
+        }
     }
 
     #[test]

@@ -338,6 +338,20 @@ mod tests {
         assert!(serde_json::from_value::<Reason>(json!("x".repeat(1001))).is_err());
     }
 
+    /// Found by the `body_json` fuzz target: without serde_json's `float_roundtrip` this number parsed
+    /// to a neighbour of the nearest double, so the stored object printed and read back as another number.
+    #[test]
+    fn json_object_numbers_survive_a_round_trip() {
+        let crash = br#"{"summary":"`r cause","n":3e1,"aneg":-999099999999909999999999999999999999999990.0}"#;
+        let parsed: JsonObject = serde_json::from_slice(crash).unwrap();
+        assert_eq!(parsed.as_map()["aneg"].as_f64(), Some(-9.9909999999991e41));
+        let printed = serde_json::to_vec(&parsed).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<JsonObject>(&printed).unwrap(),
+            parsed
+        );
+    }
+
     #[test]
     fn json_objects_are_objects_of_bounded_size() {
         assert!(JsonObject::new(json!({"a": 1})).is_ok());

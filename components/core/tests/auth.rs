@@ -176,6 +176,10 @@ fn malformed_claims_are_401_never_a_panic() {
         with_claims(json!({"sub": "", "exp": NOW + 600})).unwrap_err(),
         "token subject is empty"
     );
+    assert_eq!(
+        with_claims(json!({"sub": "a\u{0}b", "exp": NOW + 600})).unwrap_err(),
+        "token subject contains U+0000"
+    );
 }
 
 #[test]

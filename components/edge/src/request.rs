@@ -1,5 +1,6 @@
 //! An incoming request, read whole (bodies are capped at 64 KiB).
 
+use futures::StreamExt;
 use orchestrator_core::ApiError;
 use orchestrator_core::body::MAX_BODY_BYTES;
 use orchestrator_core::query::Query;
@@ -15,8 +16,10 @@ pub struct Request {
 }
 
 impl Request {
-    /// Reads the body, refusing it as soon as it is known to be too large
-    /// (by `Content-Length`) rather than buffering it first.
+    /// Reads the body, refusing it as soon as it is known to be too large:
+    /// by `Content-Length` before reading anything, and otherwise (a chunked
+    /// body) at the first chunk past the limit, so no more than the limit is
+    /// ever buffered.
     pub async fn read(request: spin_sdk::http::Request) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
         let declared = parts
@@ -27,19 +30,23 @@ impl Request {
         if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             return Err(ApiError::PayloadTooLarge);
         }
-        let body = body
-            .bytes()
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e:?}")))?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge);
+        let mut chunks = body.stream();
+        let mut body = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::BadRequest(format!("could not read the request body: {e:?}"))
+            })?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
         Ok(Self {
             method: parts.method.as_str().to_owned(),
             path: parts.uri.path().to_owned(),
             query: Query::parse(parts.uri.query().unwrap_or("")),
             headers: parts.headers,
-            body: body.to_vec(),
+            body,
         })
     }
 

@@ -78,8 +78,12 @@ where
         Claim::InUse => return Err(ApiError::IdempotencyKeyInUse),
         Claim::Claimed => {}
     }
-    let db = context.db().await?;
-    let outcome = transaction(db, context, Some(&keyed), change).await;
+    // Every outcome from here on releases the lock, an unreachable database
+    // too: a retry of a 503 must not meet 409 until the lock expires.
+    let outcome = match context.db().await {
+        Ok(db) => transaction(db, context, Some(&keyed), change).await,
+        Err(e) => Err(e),
+    };
     match &outcome {
         Ok(((reply, db), published)) => {
             let stored = StoredResponse {

@@ -193,6 +193,7 @@ async fn run_instance(
     response_tx: oneshot::Sender<http::Response<Body>>,
 ) -> anyhow::Result<()> {
     let service = pre.instantiate_async(&mut store).await?;
+    let request = request.map(crate::linger::Lingering::new);
     let (request, request_io) = p3::Request::from_http(store.data_mut().http().hooks, request);
     store
         .run_concurrent(async move |accessor| -> wasmtime::Result<()> {

@@ -4,12 +4,14 @@
 //!
 //! - [`manifest`], [`variables`], `routes`, `outbound`: what `spin.toml` says.
 //! - `engine`: wasmtime configuration, compilation cache, linking.
-//! - [`app`]: one request through a fresh instance; [`server`]: HTTP serving.
+//! - [`app`]: one request through a fresh instance; [`server`]: HTTP serving;
+//!   `linger`: reading on a body the component answered without reading.
 //! - `postgres`, `redis`, `state`: the Spin interfaces and per-request state.
 
 pub mod app;
 mod bindings;
 mod engine;
+mod linger;
 pub mod manifest;
 mod outbound;
 mod postgres;

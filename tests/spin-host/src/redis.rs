@@ -62,7 +62,9 @@ impl Clients {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_number_of_retries(1);
+            // No backoff inside the manager: a command during an outage fails
+            // at once (the guest answers 503) instead of waiting out a sleep.
+            .set_number_of_retries(0);
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(other)?;
@@ -91,7 +93,13 @@ async fn run<T: redis::FromRedisValue>(
         Usage::count(&usage.redis_commands);
         Ok(manager.clone())
     })?;
-    Ok(command.query_async(&mut manager).await.map_err(other))
+    let result = match command.query_async(&mut manager).await {
+        // Refused: the command was never sent, and the manager has just begun
+        // a fresh connection, so one more try reaches a server that is back.
+        Err(e) if e.is_connection_refusal() => command.query_async(&mut manager).await,
+        result => result,
+    };
+    Ok(result.map_err(other))
 }
 
 fn cmd(name: &str) -> redis::Cmd {
