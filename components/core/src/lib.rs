@@ -21,6 +21,8 @@ pub mod idempotency;
 pub mod ids;
 // Query strings and list paging.
 pub mod query;
+// The API's request bodies.
+pub mod requests;
 // Self-validating values: depths, counts, bounded texts, bounded JSON objects.
 pub mod validation;
 // `ETag` / `If-Match`.

@@ -9,35 +9,17 @@ use orchestrator_core::events::NewEvent;
 use orchestrator_core::ids::JobId;
 use orchestrator_core::job::{JobNode, JobState, plan_cancel};
 use orchestrator_core::lifecycle::{Transition, plan_transition};
-use orchestrator_core::validation::{Depth, JobError, JsonObject, Reason};
+use orchestrator_core::requests::{CompleteJob, FailJob, WithReason};
+use orchestrator_core::validation::Depth;
 use orchestrator_edge::store::jobs::{self, Job, Outcome};
 use orchestrator_edge::store::{allocations, job_transitions};
 use orchestrator_edge::{Context, Reply, Request, Tx, write};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    reason: Option<Reason>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CompleteBody {
-    result: Option<JsonObject>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailBody {
-    error: JobError,
-}
 
 /// `POST /api/jobs/{id}/cancel`: cancels the job and every non-terminal job below it.
 pub async fn cancel(id: &str, request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::JobsWrite)?;
     let id = JobId::from_path(id)?;
-    let body: CancelBody = request.json()?;
+    let body: WithReason = request.json()?;
     write(context, request, async |tx| {
         let root = locked(tx, &id, request, context).await?;
         // The whole tree is locked (root first, then by depth and id) before planning, so no job of it
@@ -61,7 +43,7 @@ pub async fn cancel(id: &str, request: &Request, context: &Context) -> Result<Re
 pub async fn complete(id: &str, request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::JobsWrite)?;
     let id = JobId::from_path(id)?;
-    let body: CompleteBody = request.json()?;
+    let body: CompleteJob = request.json()?;
     let outcome = Outcome::Completed(body.result);
     finish_one(&id, &outcome, request, context).await
 }
@@ -70,7 +52,7 @@ pub async fn complete(id: &str, request: &Request, context: &Context) -> Result<
 pub async fn fail(id: &str, request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::JobsWrite)?;
     let id = JobId::from_path(id)?;
-    let body: FailBody = request.json()?;
+    let body: FailJob = request.json()?;
     let outcome = Outcome::Failed(body.error.into_string());
     finish_one(&id, &outcome, request, context).await
 }

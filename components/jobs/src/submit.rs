@@ -3,30 +3,18 @@
 use orchestrator_core::ApiError;
 use orchestrator_core::auth::Scope;
 use orchestrator_core::events::NewEvent;
-use orchestrator_core::ids::{JobId, WorkspaceId};
+use orchestrator_core::ids::JobId;
 use orchestrator_core::job::{check_parent, submission_transitions};
-use orchestrator_core::validation::{Depth, TaskDescription, WorkerCount};
+use orchestrator_core::requests::SubmitJob;
 use orchestrator_edge::db::Db;
 use orchestrator_edge::store::job_transitions;
 use orchestrator_edge::store::jobs::{self, Job, NewJob};
 use orchestrator_edge::{Context, Reply, Request, random_bytes, write};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitBody {
-    task_description: TaskDescription,
-    worker_count: WorkerCount,
-    #[serde(default)]
-    depth: Depth,
-    parent_job_id: Option<JobId>,
-    workspace_id: Option<WorkspaceId>,
-}
 
 /// `POST /api/jobs/submit`: creates a PENDING job (recorded as SUBMITTED, then PENDING).
 pub async fn submit(request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::JobsWrite)?;
-    let body: SubmitBody = request.json()?;
+    let body: SubmitJob = request.json()?;
     let workspace = context
         .caller
         .workspace_for_create(body.workspace_id.clone())?;

@@ -10,24 +10,16 @@ use orchestrator_core::events::NewEvent;
 use orchestrator_core::ids::{AllocationId, JobId};
 use orchestrator_core::job::plan_allocation;
 use orchestrator_core::quota::{Grant, Release, grant};
-use orchestrator_core::validation::{Depth, WorkerCount};
+use orchestrator_core::requests::{AllocateWorkers, ReleaseWorkers};
+use orchestrator_core::validation::Depth;
 use orchestrator_edge::store::{allocations, job_transitions, jobs, quotas};
 use orchestrator_edge::{Context, Reply, Request, random_bytes, write};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AllocateBody {
-    job_id: JobId,
-    depth: Depth,
-    worker_count: WorkerCount,
-}
 
 /// `POST /api/resources/allocate`: grants up to `worker_count` workers at the job's depth, starting a
 /// PENDING job.
 pub async fn allocate(request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::ResourcesWrite)?;
-    let body: AllocateBody = request.json()?;
+    let body: AllocateWorkers = request.json()?;
     let max_workers = configured().await?.max_workers(body.depth);
     let if_match = request.header("if-match");
     write(context, request, async |tx| {
@@ -77,19 +69,12 @@ pub async fn allocate(request: &Request, context: &Context) -> Result<Reply, Api
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReleaseBody {
-    job_id: JobId,
-    depth: Depth,
-}
-
 /// `POST /api/resources/release`: frees everything the job holds at that depth. Holding nothing there
 /// (including at a depth other than the job's, where it can never hold anything) is `released: false`,
 /// with no change and no event.
 pub async fn release(request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::ResourcesWrite)?;
-    let body: ReleaseBody = request.json()?;
+    let body: ReleaseWorkers = request.json()?;
     let if_match = request.header("if-match");
     write(context, request, async |tx| {
         // Same lock order as allocating: the job, then (inside `allocations::release`) the quota row.

@@ -5,27 +5,14 @@ use orchestrator_core::auth::Scope;
 use orchestrator_core::events::NewEvent;
 use orchestrator_core::ids::WorkerId;
 use orchestrator_core::lifecycle::plan_transition;
-use orchestrator_core::validation::Reason;
+use orchestrator_core::requests::{NoFields, WithReason};
 use orchestrator_core::version::check_if_match;
 use orchestrator_core::worker::WorkerAction;
 use orchestrator_edge::store::worker_transitions;
 use orchestrator_edge::store::workers::{self, Worker};
 use orchestrator_edge::{Context, Reply, Request, Tx, write};
-use serde::Deserialize;
 
 use crate::workers::reply;
-
-/// The body of a lifecycle action: `{reason?}` (required by `fail`), or empty.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActionBody {
-    reason: Option<Reason>,
-}
-
-/// The body of a heartbeat: empty or `{}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoFields {}
 
 /// `POST /api/supervisor/workers/{id}/{start|pause|resume|complete|fail|terminate}`: one handler for
 /// all six, since the state table in core decides every one of them. 200 with the moved worker; the
@@ -38,7 +25,7 @@ pub async fn act(
 ) -> Result<Reply, ApiError> {
     context.caller.require(Scope::SupervisorWrite)?;
     let id = WorkerId::from_path(id)?;
-    let body: ActionBody = request.json()?;
+    let body: WithReason = request.json()?;
     let reason = action.reason(body.reason)?;
     write(context, request, async |tx| {
         let worker = lock_for_change(tx, &id, request, context).await?;

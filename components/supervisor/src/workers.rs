@@ -6,13 +6,12 @@ use orchestrator_core::events::NewEvent;
 use orchestrator_core::ids::{WorkerId, WorkspaceId};
 use orchestrator_core::lifecycle::State;
 use orchestrator_core::query::Page;
-use orchestrator_core::validation::JsonObject;
+use orchestrator_core::requests::RegisterWorker;
 use orchestrator_core::worker::{WorkerState, registration_transition};
 use orchestrator_edge::db::Db;
 use orchestrator_edge::store::worker_transitions;
 use orchestrator_edge::store::workers::{self, Filter, Worker};
 use orchestrator_edge::{Context, Reply, Request, write};
-use serde::Deserialize;
 use serde_json::{Map, json};
 
 /// `GET /api/supervisor/workers?workspace_id=&status=&limit=&offset=`
@@ -56,21 +55,12 @@ pub fn reply(status: u16, worker: &Worker) -> Result<Reply, ApiError> {
     Reply::json(status, worker).map(|reply| reply.with_etag(worker.version))
 }
 
-/// The body of `POST /api/supervisor/workers`; every field is optional.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Registration {
-    id: Option<WorkerId>,
-    workspace_id: Option<WorkspaceId>,
-    metadata: Option<JsonObject>,
-}
-
 /// `POST /api/supervisor/workers`: 201 with the IDLE worker and its `Location`. The audit trail starts
 /// here (`null → IDLE`), and `worker.registered` carries the worker as this response shows it.
 /// An id that is taken is 409 `ALREADY_EXISTS`, whichever workspace holds it: ids are global.
 pub async fn register(request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::SupervisorWrite)?;
-    let body: Registration = request.json()?;
+    let body: RegisterWorker = request.json()?;
     let workspace = context.caller.workspace_for_create(body.workspace_id)?;
     let id = body
         .id
