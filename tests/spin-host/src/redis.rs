@@ -102,10 +102,6 @@ async fn run<T: redis::FromRedisValue>(
     Ok(result.map_err(other))
 }
 
-fn cmd(name: &str) -> redis::Cmd {
-    redis::cmd(name)
-}
-
 impl HostConnectionWithStore<HostState> for Spin {
     async fn open(
         accessor: Guest<'_>,
@@ -132,7 +128,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         channel: String,
         payload: Payload,
     ) -> Result<Result<(), Error>> {
-        let mut command = cmd("PUBLISH");
+        let mut command = redis::cmd("PUBLISH");
         command.arg(channel).arg(payload);
         Ok(run::<i64>(accessor, &c, command).await?.map(drop))
     }
@@ -142,7 +138,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         c: Resource<Connection>,
         key: String,
     ) -> Result<Result<Option<Payload>, Error>> {
-        let mut command = cmd("GET");
+        let mut command = redis::cmd("GET");
         command.arg(key);
         run(accessor, &c, command).await
     }
@@ -153,7 +149,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         key: String,
         value: Payload,
     ) -> Result<Result<(), Error>> {
-        let mut command = cmd("SET");
+        let mut command = redis::cmd("SET");
         command.arg(key).arg(value);
         run(accessor, &c, command).await
     }
@@ -163,7 +159,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         c: Resource<Connection>,
         key: String,
     ) -> Result<Result<i64, Error>> {
-        let mut command = cmd("INCR");
+        let mut command = redis::cmd("INCR");
         command.arg(key);
         run(accessor, &c, command).await
     }
@@ -173,7 +169,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         c: Resource<Connection>,
         keys: Vec<String>,
     ) -> Result<Result<u32, Error>> {
-        let mut command = cmd("DEL");
+        let mut command = redis::cmd("DEL");
         command.arg(keys);
         run(accessor, &c, command).await
     }
@@ -184,7 +180,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         key: String,
         values: Vec<String>,
     ) -> Result<Result<u32, Error>> {
-        let mut command = cmd("SADD");
+        let mut command = redis::cmd("SADD");
         command.arg(key).arg(values);
         run(accessor, &c, command).await
     }
@@ -194,7 +190,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         c: Resource<Connection>,
         key: String,
     ) -> Result<Result<Vec<String>, Error>> {
-        let mut command = cmd("SMEMBERS");
+        let mut command = redis::cmd("SMEMBERS");
         command.arg(key);
         run(accessor, &c, command).await
     }
@@ -205,7 +201,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         key: String,
         values: Vec<String>,
     ) -> Result<Result<u32, Error>> {
-        let mut command = cmd("SREM");
+        let mut command = redis::cmd("SREM");
         command.arg(key).arg(values);
         run(accessor, &c, command).await
     }
@@ -216,7 +212,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> Result<Result<Vec<RedisResult>, Error>> {
-        let mut cmd = cmd(&command);
+        let mut cmd = redis::cmd(&command);
         for argument in arguments {
             match argument {
                 RedisParameter::Int64(n) => cmd.arg(n),
