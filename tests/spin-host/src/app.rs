@@ -160,6 +160,37 @@ impl App {
     }
 }
 
+impl App {
+    /// Instantiation alone, as each request pays it: a fresh store and an
+    /// instance of the pre-linked component, dropped again. Returns each
+    /// component's mean over `iterations` runs.
+    pub async fn measure_instantiation(
+        &self,
+        iterations: u32,
+    ) -> anyhow::Result<Vec<(String, std::time::Duration)>> {
+        let mut means = Vec::new();
+        for component in &self.components {
+            let started = std::time::Instant::now();
+            for _ in 0..iterations.max(1) {
+                let mut store = Store::new(
+                    &self.engine,
+                    HostState::new(
+                        component.context.clone(),
+                        self.services.clone(),
+                        Arc::default(),
+                    ),
+                );
+                component.pre.instantiate_async(&mut store).await?;
+            }
+            means.push((
+                component.context.id.clone(),
+                started.elapsed() / iterations.max(1),
+            ));
+        }
+        Ok(means)
+    }
+}
+
 fn component_context(
     id: &str,
     component: &crate::manifest::Component,

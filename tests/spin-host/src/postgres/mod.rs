@@ -22,8 +22,14 @@ use tokio_postgres::NoTls;
 
 /// Connection pools shared by every instance of every component of an app.
 pub struct Pools {
-    by_address: Mutex<HashMap<String, Pool>>,
+    by_address: Mutex<HashMap<String, Arc<Target>>>,
     max_size: usize,
+}
+
+/// A Postgres address as parsed, and the pool of connections to it.
+struct Target {
+    config: tokio_postgres::Config,
+    pool: Pool,
 }
 
 /// The host side of a guest's `connection` resource.
@@ -56,11 +62,10 @@ impl Pools {
         address: &str,
         usage: Arc<Usage>,
     ) -> Result<Connection, wit::Error> {
-        let config = tokio_postgres::Config::from_str(address)
-            .map_err(|e| wit::Error::ConnectionFailed(format!("invalid address: {e}")))?;
-        check_allowed(allowed, &config)?;
-        let pool = self.pool(address, config)?;
-        let client = pool
+        let target = self.target(address)?;
+        check_allowed(allowed, &target.config)?;
+        let client = target
+            .pool
             .get()
             .await
             .map_err(|e| wit::Error::ConnectionFailed(e.to_string()))?;
@@ -71,13 +76,16 @@ impl Pools {
         })
     }
 
-    fn pool(&self, address: &str, config: tokio_postgres::Config) -> Result<Pool, wit::Error> {
-        let mut pools = self.by_address.lock().unwrap();
-        if let Some(pool) = pools.get(address) {
-            return Ok(pool.clone());
+    /// The parsed address and its pool, made on first use: a request only looks them up.
+    fn target(&self, address: &str) -> Result<Arc<Target>, wit::Error> {
+        let mut targets = self.by_address.lock().unwrap();
+        if let Some(target) = targets.get(address) {
+            return Ok(target.clone());
         }
+        let config = tokio_postgres::Config::from_str(address)
+            .map_err(|e| wit::Error::ConnectionFailed(format!("invalid address: {e}")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -90,8 +98,9 @@ impl Pools {
             .create_timeout(Some(WAIT_FOR_CONNECTION))
             .build()
             .map_err(|e| wit::Error::ConnectionFailed(e.to_string()))?;
-        pools.insert(address.to_owned(), pool.clone());
-        Ok(pool)
+        let target = Arc::new(Target { config, pool });
+        targets.insert(address.to_owned(), target.clone());
+        Ok(target)
     }
 }
 
@@ -194,6 +203,8 @@ pub(crate) struct Handle {
 impl Handle {
     fn note(&self, statement: &str) {
         Usage::count(&self.usage.postgres_statements);
+        // `RUST_LOG=spin_host=trace` shows each statement: how an endpoint's SQL is read off.
+        tracing::trace!(target: "spin_host::postgres", "{statement}");
         if let Some(open) = transaction_effect(statement) {
             self.in_transaction.store(open, Ordering::Release);
         }
