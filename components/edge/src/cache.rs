@@ -37,6 +37,10 @@ const CLAIM: &str = "local r = redis.call('GET', KEYS[1]) \
 const FINISH: &str = "if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end \
     redis.call('DEL', KEYS[2]) return 1";
 
+/// Publishes each argument to the channel, in order.
+const PUBLISH_ALL: &str = "for _, payload in ipairs(ARGV) do redis.call('PUBLISH', KEYS[1], payload) end \
+    return #ARGV";
+
 #[derive(Serialize, Deserialize)]
 struct Cached {
     fingerprint: String,
@@ -118,11 +122,28 @@ impl Cache {
         }
     }
 
-    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), ApiError> {
+    /// Publishes `payloads` in order, in one round trip. Should it fail, any of them may have gone
+    /// out: delivery is at-least-once.
+    pub async fn publish(&self, channel: &str, payloads: Vec<Vec<u8>>) -> Result<(), ApiError> {
+        let failed = |e| ApiError::Unavailable(format!("redis publish: {e:?}"));
+        if let [payload] = payloads.as_slice() {
+            return self
+                .connection
+                .publish(channel, payload)
+                .await
+                .map_err(failed);
+        }
+        let mut arguments = vec![
+            RedisParameter::Binary(PUBLISH_ALL.as_bytes().to_vec()),
+            RedisParameter::Int64(1),
+            RedisParameter::Binary(channel.as_bytes().to_vec()),
+        ];
+        arguments.extend(payloads.into_iter().map(RedisParameter::Binary));
         self.connection
-            .publish(channel, payload)
+            .execute("EVAL", arguments)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("redis publish: {e:?}")))
+            .map(drop)
+            .map_err(failed)
     }
 
     async fn eval<const K: usize, const A: usize>(

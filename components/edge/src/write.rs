@@ -2,16 +2,17 @@
 //! rows and events, and — for a request with an `Idempotency-Key` — the
 //! recorded response (contract §3, in the shape of zero2prod's idempotency:
 //! insert the key first, then either process or replay). Events are
-//! published after the commit.
+//! published after the commit (see `store::events` for who publishes what).
 
 use crate::cache::{Cache, Claim};
 use crate::context::Context;
 use crate::db::Db;
 use crate::reply::Reply;
 use crate::request::Request;
-use crate::store::{events, idempotency};
+use crate::store::events::{self, Inserted};
+use crate::store::idempotency;
 use orchestrator_core::ApiError;
-use orchestrator_core::events::NewEvent;
+use orchestrator_core::events::{Envelope, NewEvent};
 use orchestrator_core::idempotency::{
     self as rules, Decision, IdempotencyKey, REPLAYED_HEADER, StoredResponse,
 };
@@ -57,11 +58,11 @@ where
     let cache = Cache::connect(&config.redis_url, &config.database_url).await;
     let Some(key) = key else {
         let db = context.db().await?;
-        let ((reply, db), published) = transaction(db, context, None, change).await?;
-        if let (Ok(cache), true) = (&cache, published) {
-            publish_pending(&db, cache, &config.events_channel).await;
+        let committed = transaction(db, context, None, cache.is_ok(), change).await?;
+        if let Ok(cache) = &cache {
+            committed.publish(cache, &config.events_channel).await;
         }
-        return Ok(reply);
+        return Ok(committed.reply);
     };
     let cache = cache?;
     let keyed = Keyed {
@@ -81,11 +82,11 @@ where
     // Every outcome from here on releases the lock, an unreachable database
     // too: a retry of a 503 must not meet 409 until the lock expires.
     let outcome = match context.db().await {
-        Ok(db) => transaction(db, context, Some(&keyed), change).await,
+        Ok(db) => transaction(db, context, Some(&keyed), true, change).await,
         Err(e) => Err(e),
     };
     match &outcome {
-        Ok(((reply, db), published)) => {
+        Ok(Committed { reply, .. }) => {
             let stored = StoredResponse {
                 fingerprint: keyed.fingerprint.clone(),
                 status: reply.status,
@@ -96,9 +97,6 @@ where
             cache
                 .finish(&keyed.scope_key, recorded, config.idempotency_ttl_seconds)
                 .await;
-            if *published {
-                publish_pending(db, &cache, &config.events_channel).await;
-            }
         }
         Err(_) => {
             cache
@@ -106,17 +104,27 @@ where
                 .await
         }
     }
-    outcome.map(|((reply, _), _)| reply)
+    let committed = outcome?;
+    committed.publish(&cache, &config.events_channel).await;
+    Ok(committed.reply)
 }
 
-/// The transaction. Returns the reply, the connection (for publishing), and
-/// whether events were committed.
+/// A committed transaction: its answer, its connection, and its events as stored.
+struct Committed {
+    reply: Reply,
+    db: Db,
+    events: Inserted,
+}
+
+/// The transaction. `publishing` says whether this request will publish its
+/// events (it can reach Redis), so they are claimed for it.
 async fn transaction<F>(
     db: Db,
     context: &Context,
     keyed: Option<&Keyed>,
+    publishing: bool,
     change: F,
-) -> Result<((Reply, Db), bool), ApiError>
+) -> Result<Committed, ApiError>
 where
     F: AsyncFnOnce(&mut Tx) -> Result<Reply, ApiError>,
 {
@@ -128,7 +136,11 @@ where
             let (stored, headers) = idempotency::load(&db, &keyed.scope_key)
                 .await?
                 .ok_or_else(|| ApiError::Internal("claimed idempotency record vanished".into()))?;
-            return Ok(((replay(stored, headers, &keyed.fingerprint)?, db), false));
+            return Ok(Committed {
+                reply: replay(stored, headers, &keyed.fingerprint)?,
+                db,
+                events: Inserted::none(),
+            });
         }
         db.execute("SAVEPOINT change", []).await?;
     }
@@ -138,10 +150,7 @@ where
         events: Vec::new(),
     };
     let reply = match change(&mut tx).await {
-        Ok(reply) => {
-            events::insert(&tx.db, &tx.events).await?;
-            reply
-        }
+        Ok(reply) => reply,
         // A refusal is an answer too: record it (without the change) so a
         // retry gets the same answer.
         Err(error) if keyed.is_some() && rules::is_recordable(error.status()) => {
@@ -165,9 +174,15 @@ where
         )
         .await?;
     }
+    // Last before the commit: inserting events takes the lock that orders
+    // every writer's events, held until the commit.
+    let inserted = events::insert(&tx.db, &tx.events, publishing).await?;
     tx.db.execute("COMMIT", []).await?;
-    let published = !tx.events.is_empty();
-    Ok(((reply, tx.db), published))
+    Ok(Committed {
+        reply,
+        db: tx.db,
+        events: inserted,
+    })
 }
 
 fn replay(
@@ -192,33 +207,78 @@ fn replay(
     }
 }
 
-/// Publishes the oldest unpublished events (this request's and any a Redis
-/// outage left behind), in `seq` order, and marks those that went out.
-/// Failures are logged: the events stay in the outbox for a later request.
-async fn publish_pending(db: &Db, cache: &Cache, channel: &str) {
-    if let Err(e) = try_publish_pending(db, cache, channel).await {
-        let _ = db.execute("ROLLBACK", []).await;
-        eprintln!("events not published yet: {e}");
+impl Committed {
+    /// Publishes the transaction's events. When none are waiting from before (the usual case) they
+    /// go out straight away and one statement marks them; otherwise the waiting ones are drained
+    /// first, oldest first, with this request's own. Failures are logged: what was not published
+    /// stays in the outbox for a later request.
+    async fn publish(&self, cache: &Cache, channel: &str) {
+        let own = &self.events.envelopes;
+        if own.is_empty() {
+            return;
+        }
+        let outcome = if self.events.leftovers {
+            drain(&self.db, cache, channel, own).await
+        } else {
+            publish_own(&self.db, cache, channel, own).await
+        };
+        if let Err(e) = outcome {
+            eprintln!("events not published yet: {e}");
+        }
     }
 }
 
-async fn try_publish_pending(db: &Db, cache: &Cache, channel: &str) -> Result<(), ApiError> {
-    db.execute("BEGIN", []).await?;
-    let pending = events::lock_unpublished(db, PUBLISH_BATCH).await?;
-    let mut published = Vec::with_capacity(pending.len());
-    let mut failure = None;
-    for envelope in &pending {
-        let payload =
-            serde_json::to_vec(envelope).map_err(|e| ApiError::Internal(e.to_string()))?;
-        match cache.publish(channel, &payload).await {
-            Ok(()) => published.push(envelope.seq),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
+async fn publish_own(
+    db: &Db,
+    cache: &Cache,
+    channel: &str,
+    own: &[Envelope],
+) -> Result<(), ApiError> {
+    match send(cache, channel, own).await {
+        Ok(published) => events::mark_published(db, &published).await,
+        Err(failure) => {
+            let unpublished: Vec<i64> = own.iter().map(|e| e.seq).collect();
+            events::release_claims(db, &unpublished).await?;
+            Err(failure)
         }
     }
-    events::mark_published(db, published).await?;
-    db.execute("COMMIT", []).await?;
-    failure.map_or(Ok(()), Err)
+}
+
+/// Publishes the oldest unclaimed events and this request's own, in `seq` order, under row locks so
+/// that two requests draining at once do not both publish an event.
+async fn drain(db: &Db, cache: &Cache, channel: &str, own: &[Envelope]) -> Result<(), ApiError> {
+    let own: Vec<i64> = own.iter().map(|e| e.seq).collect();
+    db.execute("BEGIN", []).await?;
+    let locked = async {
+        let pending = events::lock_unpublished(db, &own, PUBLISH_BATCH).await?;
+        let sent = send(cache, channel, &pending).await;
+        match &sent {
+            Ok(published) => events::mark_published(db, published).await?,
+            Err(_) => events::release_claims(db, &own).await?,
+        }
+        db.execute("COMMIT", []).await?;
+        Ok::<_, ApiError>(sent)
+    }
+    .await;
+    match locked {
+        Ok(sent) => sent.map(drop),
+        Err(e) => {
+            let _ = db.execute("ROLLBACK", []).await;
+            Err(e)
+        }
+    }
+}
+
+/// Publishes `envelopes` in order, in one round trip. Returns their seqs once they went out.
+async fn send(cache: &Cache, channel: &str, envelopes: &[Envelope]) -> Result<Vec<i64>, ApiError> {
+    if envelopes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let payloads = envelopes
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    cache.publish(channel, payloads).await?;
+    Ok(envelopes.iter().map(|e| e.seq).collect())
 }

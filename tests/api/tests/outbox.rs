@@ -124,3 +124,37 @@ async fn a_concurrent_duplicate_gets_409_or_the_replay() {
     );
     assert_eq!(app.select_int("SELECT count(*) FROM events").await, 1);
 }
+
+#[tokio::test]
+async fn a_live_claim_keeps_other_publishers_away_and_an_abandoned_one_is_taken_over() {
+    let app = spawn_app().await;
+    app.register_worker("w_abandoned", WORKSPACE).await;
+    app.register_worker("w_in_flight", WORKSPACE).await;
+    // As if their publishers were still at work (claimed just now), or had died a minute ago. The
+    // table's guard keeps a published event published, so it is set aside for this.
+    app.run_sql(
+        "SET session_replication_role = replica; \
+         UPDATE events SET published_at = NULL, publishing_since = CASE subject_id \
+             WHEN 'w_in_flight' THEN now() ELSE now() - interval '1 minute' END; \
+         SET session_replication_role = origin",
+    )
+    .await;
+    let mut subscriber = app.subscribe().await;
+
+    app.register_worker("w_next", WORKSPACE).await;
+
+    let received = subscriber.receive_exactly(2).await;
+    let subjects: Vec<&str> = received
+        .iter()
+        .map(|e| e["subject"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["w_abandoned", "w_next"]);
+    let waiting: Vec<String> = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| !e.published)
+        .map(|e| e.subject)
+        .collect();
+    assert_eq!(waiting, ["w_in_flight"]);
+}
