@@ -340,9 +340,14 @@ pub async fn list(db: &Db, filter: &Filter, limit: i64, offset: i64) -> Result<V
     Job::from_rows(db.rows(&sql, params).await?)
 }
 
-/// How many jobs match (an index-only count over the filter's index).
+/// How many jobs match: from the counters (`job_counts`) unless a parent is named, whose children
+/// are counted over their index.
 pub async fn count(db: &Db, filter: &Filter) -> Result<i64, ApiError> {
     let (clause, params) = filter.clause();
-    let sql = format!("SELECT count(*) FROM jobs{clause}");
+    let sql = if filter.parent.is_some() {
+        format!("SELECT count(*) FROM jobs{clause}")
+    } else {
+        format!("SELECT coalesce(sum(count), 0)::int8 FROM job_counts{clause}")
+    };
     db.row(&sql, params).await?.int(0)
 }
