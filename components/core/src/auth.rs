@@ -404,6 +404,7 @@ pub fn authenticate(
     now_unix_secs: i64,
 ) -> Result<Principal, ApiError> {
     let token = bearer_token(authorization)?;
+    crate::jwt_crypto::install();
     let header = jsonwebtoken::decode_header(token)
         .map_err(|_| ApiError::Unauthenticated("malformed token"))?;
     let key = config
@@ -453,6 +454,7 @@ fn bearer_token(authorization: Option<&str>) -> Result<&str, ApiError> {
 
 /// Signs `claims` with the HS256 secret: for the token endpoint and for tests.
 pub fn encode_hs256(claims: &Claims, secret: &[u8]) -> Result<String, ApiError> {
+    crate::jwt_crypto::install();
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         claims,

@@ -11,6 +11,7 @@ pub mod error;
 
 // Bearer tokens, scopes and workspace confinement.
 pub mod auth;
+mod jwt_crypto;
 // JSON request bodies into validated request types.
 pub mod body;
 // Service accounts: Argon2id client secrets and the tokens they are granted.

@@ -54,7 +54,22 @@ fn claims_with(changes: Value) -> Value {
 }
 
 fn sign(claims: &Value, algorithm: Algorithm, key: &EncodingKey) -> String {
-    jsonwebtoken::encode(&Header::new(algorithm), claims, key).unwrap()
+    // `jsonwebtoken::encode` with RustCrypto's signer, whatever the process-wide provider: that is
+    // orchestrator-core's, which signs HS256 only.
+    let part = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let header = serde_json::to_vec(&Header::new(algorithm)).unwrap();
+    let message = format!(
+        "{}.{}",
+        part(&header),
+        part(&serde_json::to_vec(claims).unwrap())
+    );
+    let signer =
+        (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.signer_factory)(&algorithm, key)
+            .unwrap();
+    format!(
+        "{message}.{}",
+        part(&signer.try_sign(message.as_bytes()).unwrap())
+    )
 }
 
 /// Signed with the service's HS256 secret: any refusal is about the claims, not the signature.
