@@ -173,9 +173,11 @@ struct EdDsaVerifier(ed25519_dalek::VerifyingKey);
 impl EdDsaVerifier {
     fn new(key: &DecodingKey) -> Result<Self> {
         require_family(key.family(), AlgorithmFamily::Ed)?;
-        // As jsonwebtoken: the first 32 bytes (a shorter key panics there too).
-        let bytes = <&[u8; 32]>::try_from(&key.try_get_as_bytes()?[..32])
-            .map_err(|_| ErrorKind::InvalidEddsaKey)?;
+        // As jsonwebtoken: the first 32 bytes; a shorter key is refused (jsonwebtoken panics).
+        let bytes = key
+            .try_get_as_bytes()?
+            .first_chunk::<32>()
+            .ok_or(ErrorKind::InvalidEddsaKey)?;
         let key = ed25519_dalek::VerifyingKey::from_bytes(bytes)
             .map_err(|_| ErrorKind::InvalidEddsaKey)?;
         Ok(Self(key))
