@@ -148,9 +148,14 @@ build_components() {
     (cd "$(repo_root)" && cargo build --quiet --target wasm32-wasip2 --release "${packages[@]}")
 }
 
+# The native packages: everything but the WebAssembly components.
+NATIVE_PACKAGES=(--workspace --exclude supervisor --exclude resources --exclude jobs --exclude platform --exclude probe)
+
+# The host is built as part of the tests' build: the same packages give the same features, so the
+# long wasmtime build happens once, whether `scripts/test` or another script comes first.
 build_host() {
     log "building the host"
-    (cd "$(repo_root)" && cargo build --quiet --profile host -p spin-host)
+    (cd "$(repo_root)" && cargo test --quiet --profile host --no-run "${NATIVE_PACKAGES[@]}")
 }
 
 build_app() {
