@@ -209,9 +209,10 @@ fn replay(
 
 impl Committed {
     /// Publishes the transaction's events. When none are waiting from before (the usual case) they
-    /// go out straight away and one statement marks them; otherwise the waiting ones are drained
-    /// first, oldest first, with this request's own. Failures are logged: what was not published
-    /// stays in the outbox for a later request.
+    /// go out straight away and one statement marks them (and looks for a dead publisher's events,
+    /// which are then drained); otherwise the waiting ones are drained first, oldest first, with
+    /// this request's own. Failures are logged: what was not published stays in the outbox for a
+    /// later request.
     async fn publish(&self, cache: &Cache, channel: &str) {
         let own = &self.events.envelopes;
         if own.is_empty() {
@@ -235,7 +236,12 @@ async fn publish_own(
     own: &[Envelope],
 ) -> Result<(), ApiError> {
     match send(cache, channel, own).await {
-        Ok(published) => events::mark_published(db, &published).await,
+        Ok(published) => {
+            if events::mark_own_published(db, &published).await? {
+                drain(db, cache, channel, &[]).await?;
+            }
+            Ok(())
+        }
         Err(failure) => {
             let unpublished: Vec<i64> = own.iter().map(|e| e.seq).collect();
             events::release_claims(db, &unpublished).await?;
@@ -244,8 +250,8 @@ async fn publish_own(
     }
 }
 
-/// Publishes the oldest unclaimed events and this request's own, in `seq` order, under row locks so
-/// that two requests draining at once do not both publish an event.
+/// Publishes the oldest unclaimed or abandoned events and this request's own, in `seq` order, under
+/// row locks so that two requests draining at once do not both publish an event.
 async fn drain(db: &Db, cache: &Cache, channel: &str, own: &[Envelope]) -> Result<(), ApiError> {
     let own: Vec<i64> = own.iter().map(|e| e.seq).collect();
     db.execute("BEGIN", []).await?;

@@ -47,8 +47,7 @@ WITH inserted AS (
     RETURNING seq, id::text, type, (extract(epoch from occurred_at) * 1000)::int8, workspace_id, subject_kind,
               subject_id, actor, data)
 SELECT min(seq) AS first_seq, max(seq) AS last_seq,
-       EXISTS (SELECT 1 FROM events WHERE published_at IS NULL
-               AND (publishing_since IS NULL OR publishing_since < now() - interval '30 seconds'))
+       EXISTS (SELECT 1 FROM events WHERE published_at IS NULL AND publishing_since IS NULL)
 FROM inserted \gset
 \elif :held > 0
 SELECT allocated::int8 FROM quotas WHERE depth = ANY(ARRAY[:depth]::int8[]) ORDER BY depth FOR UPDATE;
@@ -72,8 +71,7 @@ WITH inserted AS (
     RETURNING seq, id::text, type, (extract(epoch from occurred_at) * 1000)::int8, workspace_id, subject_kind,
               subject_id, actor, data)
 SELECT min(seq) AS first_seq, max(seq) AS last_seq,
-       EXISTS (SELECT 1 FROM events WHERE published_at IS NULL
-               AND (publishing_since IS NULL OR publishing_since < now() - interval '30 seconds'))
+       EXISTS (SELECT 1 FROM events WHERE published_at IS NULL AND publishing_since IS NULL)
 FROM inserted \gset
 \else
 \set first_seq 0
@@ -84,5 +82,7 @@ SET status = 200, body = convert_to(repeat('x', 200), 'UTF8'), response_headers 
 WHERE scope_key = :keys || '-' || :client_id || '-' || :sent;
 COMMIT;
 \if :last_seq > 0
-UPDATE events SET published_at = clock_timestamp() WHERE seq = ANY(ARRAY[:first_seq, :last_seq]::int8[]) AND published_at IS NULL;
+WITH marked AS (UPDATE events SET published_at = clock_timestamp() WHERE seq = ANY(ARRAY[:first_seq, :last_seq]::int8[]) AND published_at IS NULL)
+SELECT EXISTS (SELECT 1 FROM events
+               WHERE published_at IS NULL AND publishing_since < now() - interval '30 seconds');
 \endif

@@ -34,11 +34,12 @@ WITH inserted AS (
          WITH ORDINALITY AS e(t, w, k, i, a, d, n) ORDER BY n
     RETURNING seq, id::text, type, (extract(epoch from occurred_at) * 1000)::int8, workspace_id, subject_kind,
               subject_id, actor, data)
-SELECT *, EXISTS (SELECT 1 FROM events WHERE published_at IS NULL
-                  AND (publishing_since IS NULL OR publishing_since < now() - interval '30 seconds'))
+SELECT *, EXISTS (SELECT 1 FROM events WHERE published_at IS NULL AND publishing_since IS NULL)
 FROM inserted ORDER BY seq \gset event_
 UPDATE idempotency_records
 SET status = 200, body = convert_to(repeat('x', 300), 'UTF8'), response_headers = '{"etag": "\"3\""}'
 WHERE scope_key = :keys || '-' || :client_id || '-' || :sent;
 COMMIT;
-UPDATE events SET published_at = clock_timestamp() WHERE seq = ANY(ARRAY[:event_seq]::int8[]) AND published_at IS NULL;
+WITH marked AS (UPDATE events SET published_at = clock_timestamp() WHERE seq = ANY(ARRAY[:event_seq]::int8[]) AND published_at IS NULL)
+SELECT EXISTS (SELECT 1 FROM events
+               WHERE published_at IS NULL AND publishing_since < now() - interval '30 seconds');

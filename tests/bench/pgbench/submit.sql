@@ -38,12 +38,13 @@ WITH inserted AS (
     RETURNING seq, id::text, type, (extract(epoch from occurred_at) * 1000)::int8, workspace_id, subject_kind,
               subject_id, actor, data)
 SELECT min(seq) AS first_seq, max(seq) AS last_seq,
-       EXISTS (SELECT 1 FROM events WHERE published_at IS NULL
-               AND (publishing_since IS NULL OR publishing_since < now() - interval '30 seconds'))
+       EXISTS (SELECT 1 FROM events WHERE published_at IS NULL AND publishing_since IS NULL)
 FROM inserted \gset
 UPDATE idempotency_records
 SET status = 201, body = convert_to(repeat('x', 400), 'UTF8'), response_headers = '{"etag": "\"1\""}'
 WHERE scope_key = :keys || '-' || :client_id || '-' || :sent;
 COMMIT;
-UPDATE events SET published_at = clock_timestamp()
-WHERE seq = ANY(ARRAY[:first_seq, :last_seq]::int8[]) AND published_at IS NULL;
+WITH marked AS (UPDATE events SET published_at = clock_timestamp()
+WHERE seq = ANY(ARRAY[:first_seq, :last_seq]::int8[]) AND published_at IS NULL)
+SELECT EXISTS (SELECT 1 FROM events
+               WHERE published_at IS NULL AND publishing_since < now() - interval '30 seconds');

@@ -45,7 +45,7 @@ impl AppOptions {
             variables: HashMap::new(),
             use_environment: true,
             max_instances: 256,
-            postgres_pool_size: 32,
+            postgres_pool_size: postgres_pool_size(),
         }
     }
 
@@ -53,6 +53,14 @@ impl AppOptions {
         self.variables.insert(name.to_owned(), value.into());
         self
     }
+}
+
+/// Four connections per core: enough to keep Postgres busy while requests
+/// wait on the network, few enough that writers do not crowd each other out
+/// of its locks (on two cores, 8 connections served submissions 26 % faster
+/// than 32 at 64 concurrent requests, and reads 13 % slower).
+fn postgres_pool_size() -> usize {
+    4 * std::thread::available_parallelism().map_or(2, |cores| cores.get())
 }
 
 struct LoadedComponent {

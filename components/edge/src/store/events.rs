@@ -81,10 +81,13 @@ const ENVELOPE: &str = concat!(
     ", workspace_id, subject_kind, subject_id, actor, data"
 );
 
-/// Unpublished events that no publisher is working on. A publisher's claim on the events it wrote
-/// keeps others away from them for 30 seconds; a claim left by a publisher that died expires then.
-const UNCLAIMED: &str = "published_at IS NULL \
-     AND (publishing_since IS NULL OR publishing_since < now() - interval '30 seconds')";
+/// Unpublished events nobody claimed: written while Redis was out, or whose publishing failed. Their
+/// partial index only ever holds these few rows, so looking costs nothing on every write.
+const UNCLAIMED: &str = "published_at IS NULL AND publishing_since IS NULL";
+
+/// Claimed events still unpublished after 30 seconds: their publisher died. Looked for after
+/// publishing, outside the lock that orders writers.
+const ABANDONED: &str = "published_at IS NULL AND publishing_since < now() - interval '30 seconds'";
 
 fn envelope(row: &Row) -> Result<Envelope, ApiError> {
     let unknown = |what: &str| ApiError::Internal(format!("stored event has an unknown {what}"));
@@ -101,12 +104,15 @@ fn envelope(row: &Row) -> Result<Envelope, ApiError> {
     Ok(Envelope::new(row.text(1)?, row.int(0)?, row.int(3)?, event))
 }
 
-/// Locks the oldest unclaimed events, and `own` (the caller's claimed ones), skipping those another
-/// publisher holds; call inside a transaction that marks them once published.
+/// Locks the oldest unclaimed or abandoned events, and `own` (the caller's claimed ones), skipping
+/// those another publisher holds; call inside a transaction that marks them once published.
 pub async fn lock_unpublished(db: &Db, own: &[i64], limit: i64) -> Result<Vec<Envelope>, ApiError> {
     let sql = format!(
         "SELECT {ENVELOPE} FROM events \
-         WHERE ({UNCLAIMED}) OR (seq = ANY($2::int8[]) AND published_at IS NULL) \
+         WHERE published_at IS NULL AND seq IN ( \
+             SELECT seq FROM events WHERE {UNCLAIMED} \
+             UNION ALL SELECT seq FROM events WHERE {ABANDONED} \
+             UNION ALL SELECT unnest($2::int8[])) \
          ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
     );
     db.rows(&sql, [limit.into(), seqs(own)])
@@ -123,14 +129,24 @@ fn seqs(seqs: &[i64]) -> ParameterValue {
 /// Marks events as published. The clock, not the transaction's start: a drain's transaction may have
 /// begun before the events it locked were written.
 pub async fn mark_published(db: &Db, published: &[i64]) -> Result<(), ApiError> {
-    db.execute(
-        "UPDATE events SET published_at = clock_timestamp() \
-         WHERE seq = ANY($1::int8[]) AND published_at IS NULL",
-        [seqs(published)],
-    )
-    .await?;
+    db.execute(MARK_PUBLISHED, [seqs(published)]).await?;
     Ok(())
 }
+
+/// Marks a request's own events as published, and says whether a dead publisher's events wait.
+pub async fn mark_own_published(db: &Db, published: &[i64]) -> Result<bool, ApiError> {
+    // A data-modifying WITH runs whether or not the query reads it.
+    let sql = format!(
+        "WITH marked AS ({MARK_PUBLISHED}) SELECT EXISTS (SELECT 1 FROM events WHERE {ABANDONED})"
+    );
+    match &db.row(&sql, [seqs(published)]).await?[0] {
+        DbValue::Boolean(abandoned) => Ok(*abandoned),
+        other => Err(ApiError::Internal(format!("marking events: {other:?}"))),
+    }
+}
+
+const MARK_PUBLISHED: &str = "UPDATE events SET published_at = clock_timestamp() \
+     WHERE seq = ANY($1::int8[]) AND published_at IS NULL";
 
 /// Gives up the claim on events that could not be published, so the next request publishes them.
 pub async fn release_claims(db: &Db, unpublished: &[i64]) -> Result<(), ApiError> {
