@@ -148,10 +148,7 @@ impl App {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
         };
-        let store = Store::new(
-            &self.engine,
-            HostState::new(component.context.clone(), self.services.clone(), usage),
-        );
+        let store = self.store(component, usage);
         let pre = component.pre.clone();
         let id = component.context.id.clone();
         tokio::spawn(async move {
@@ -166,9 +163,7 @@ impl App {
             Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
         }
     }
-}
 
-impl App {
     /// Instantiation alone, as each request pays it: a fresh store and an
     /// instance of the pre-linked component, dropped again. Returns each
     /// component's mean over `iterations` runs.
@@ -176,26 +171,25 @@ impl App {
         &self,
         iterations: u32,
     ) -> anyhow::Result<Vec<(String, std::time::Duration)>> {
+        let iterations = iterations.max(1);
         let mut means = Vec::new();
         for component in &self.components {
             let started = std::time::Instant::now();
-            for _ in 0..iterations.max(1) {
-                let mut store = Store::new(
-                    &self.engine,
-                    HostState::new(
-                        component.context.clone(),
-                        self.services.clone(),
-                        Arc::default(),
-                    ),
-                );
+            for _ in 0..iterations {
+                let mut store = self.store(component, Arc::default());
                 component.pre.instantiate_async(&mut store).await?;
             }
-            means.push((
-                component.context.id.clone(),
-                started.elapsed() / iterations.max(1),
-            ));
+            means.push((component.context.id.clone(), started.elapsed() / iterations));
         }
         Ok(means)
+    }
+
+    /// The store one request's instance lives in.
+    fn store(&self, component: &LoadedComponent, usage: Arc<Usage>) -> Store<HostState> {
+        Store::new(
+            &self.engine,
+            HostState::new(component.context.clone(), self.services.clone(), usage),
+        )
     }
 }
 
