@@ -139,7 +139,7 @@ where
             return Ok(Committed {
                 reply: replay(stored, headers, &keyed.fingerprint)?,
                 db,
-                events: Inserted::none(),
+                events: Inserted::default(),
             });
         }
         db.execute("SAVEPOINT change", []).await?;
@@ -243,8 +243,7 @@ async fn publish_own(
             Ok(())
         }
         Err(failure) => {
-            let unpublished: Vec<i64> = own.iter().map(|e| e.seq).collect();
-            events::release_claims(db, &unpublished).await?;
+            events::release_claims(db, &seqs(own)).await?;
             Err(failure)
         }
     }
@@ -253,7 +252,7 @@ async fn publish_own(
 /// Publishes the oldest unclaimed or abandoned events and this request's own, in `seq` order, under
 /// row locks so that two requests draining at once do not both publish an event.
 async fn drain(db: &Db, cache: &Cache, channel: &str, own: &[Envelope]) -> Result<(), ApiError> {
-    let own: Vec<i64> = own.iter().map(|e| e.seq).collect();
+    let own = seqs(own);
     db.execute("BEGIN", []).await?;
     let locked = async {
         let pending = events::lock_unpublished(db, &own, PUBLISH_BATCH).await?;
@@ -286,5 +285,9 @@ async fn send(cache: &Cache, channel: &str, envelopes: &[Envelope]) -> Result<Ve
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     cache.publish(channel, payloads).await?;
-    Ok(envelopes.iter().map(|e| e.seq).collect())
+    Ok(seqs(envelopes))
+}
+
+fn seqs(envelopes: &[Envelope]) -> Vec<i64> {
+    envelopes.iter().map(|e| e.seq).collect()
 }

@@ -15,6 +15,7 @@ use orchestrator_core::ids::WorkspaceId;
 use spin_sdk::pg::{DbValue, ParameterValue};
 
 /// A transaction's events as stored, and whether older ones wait to be published.
+#[derive(Default)]
 pub struct Inserted {
     /// In `seq` order.
     pub envelopes: Vec<Envelope>,
@@ -23,21 +24,12 @@ pub struct Inserted {
     pub leftovers: bool,
 }
 
-impl Inserted {
-    pub fn none() -> Self {
-        Self {
-            envelopes: Vec::new(),
-            leftovers: false,
-        }
-    }
-}
-
 /// Inserts a transaction's events, in order, in one statement, and returns them as stored. The table
 /// assigns `seq` under a transaction-wide lock, so this must come after every row lock the transaction
 /// takes. With `claim`, the events are marked as being published by this request (see [`Inserted`]).
 pub async fn insert(db: &Db, events: &[NewEvent], claim: bool) -> Result<Inserted, ApiError> {
     if events.is_empty() {
-        return Ok(Inserted::none());
+        return Ok(Inserted::default());
     }
     let column = |f: fn(&NewEvent) -> String| -> ParameterValue {
         events.iter().map(|e| Some(f(e))).collect::<Vec<_>>().into()
