@@ -5,11 +5,15 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use orchestrator_core::auth::{AuthConfig, Claims, Principal, Scope, authenticate, encode_hs256};
 use orchestrator_core::ids::WorkspaceId;
 use serde::Serialize;
 use serde_json::{Value, json};
+
+#[path = "support/signing.rs"]
+mod signing;
+use signing::sign;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
 const NOW: i64 = 1_800_000_000;
@@ -38,25 +42,6 @@ fn claims() -> Claims {
         scopes: vec!["jobs:read".into(), "jobs:write".into()],
         ..Claims::default()
     }
-}
-
-fn sign(claims: &impl Serialize, algorithm: Algorithm, key: &EncodingKey) -> String {
-    // `jsonwebtoken::encode` with RustCrypto's signer, whatever the process-wide provider: that is
-    // orchestrator-core's, which signs HS256 only.
-    let part = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-    let header = serde_json::to_vec(&Header::new(algorithm)).unwrap();
-    let message = format!(
-        "{}.{}",
-        part(&header),
-        part(&serde_json::to_vec(claims).unwrap())
-    );
-    let signer =
-        (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.signer_factory)(&algorithm, key)
-            .unwrap();
-    format!(
-        "{message}.{}",
-        part(&signer.try_sign(message.as_bytes()).unwrap())
-    )
 }
 
 fn hs256(claims: &impl Serialize) -> String {

@@ -9,9 +9,13 @@
 use api_tests::{SECRET, TestApp, all_scopes, parts, spawn_app, spawn_app_with, token};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use reqwest::Method;
 use serde_json::{Value, json};
+
+#[path = "../../../components/core/tests/support/signing.rs"]
+mod signing;
+use signing::sign;
 
 const RSA_PRIVATE: &str = include_str!("../../../components/core/tests/keys/rsa_private.pem");
 const RSA_PUBLIC: &str = include_str!("../../../components/core/tests/keys/rsa_public.pem");
@@ -51,25 +55,6 @@ fn claims_with(changes: Value) -> Value {
         }
     }
     claims
-}
-
-fn sign(claims: &Value, algorithm: Algorithm, key: &EncodingKey) -> String {
-    // `jsonwebtoken::encode` with RustCrypto's signer, whatever the process-wide provider: that is
-    // orchestrator-core's, which signs HS256 only.
-    let part = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-    let header = serde_json::to_vec(&Header::new(algorithm)).unwrap();
-    let message = format!(
-        "{}.{}",
-        part(&header),
-        part(&serde_json::to_vec(claims).unwrap())
-    );
-    let signer =
-        (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.signer_factory)(&algorithm, key)
-            .unwrap();
-    format!(
-        "{message}.{}",
-        part(&signer.try_sign(message.as_bytes()).unwrap())
-    )
 }
 
 /// Signed with the service's HS256 secret: any refusal is about the claims, not the signature.
