@@ -353,7 +353,8 @@ impl Principal {
     }
 
     /// The workspace a new worker or job goes to. A confined token defaults to its own and may not name
-    /// another (403); an operator token must name one (422).
+    /// another (403); an operator token that names none writes into [`WorkspaceId::default_workspace`],
+    /// so clients of the original service, which has no workspaces, work unchanged.
     pub fn workspace_for_create(
         &self,
         requested: Option<WorkspaceId>,
@@ -365,10 +366,7 @@ impl Principal {
                 "token may not write into workspace {requested}"
             ))),
             (None, Some(requested)) => Ok(requested),
-            (None, None) => Err(ApiError::invalid(
-                "workspace_id",
-                "is required with a token that is not confined to a workspace",
-            )),
+            (None, None) => Ok(WorkspaceId::default_workspace()),
         }
     }
 
@@ -529,13 +527,11 @@ mod tests {
     }
 
     #[test]
-    fn operator_tokens_see_all_and_must_name_a_workspace() {
+    fn operator_tokens_see_all_and_create_in_default_unless_they_name_a_workspace() {
         let operator = principal(None);
         assert!(operator.can_see(&ws("anything")));
         assert_eq!(operator.workspace_for_create(Some(ws("b"))), Ok(ws("b")));
-        let error = operator.workspace_for_create(None).unwrap_err();
-        assert_eq!(error.status(), 422);
-        assert_eq!(error.details()["fields"][0]["field"], "workspace_id");
+        assert_eq!(operator.workspace_for_create(None), Ok(ws("default")));
         assert_eq!(operator.list_filter(None), WorkspaceFilter::All);
         assert_eq!(
             operator.list_filter(Some(ws("b"))),

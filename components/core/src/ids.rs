@@ -122,6 +122,14 @@ impl<K: IdKind> Id<K> {
     }
 }
 
+impl WorkspaceId {
+    /// Where an operator token's creations go when the request names no workspace (contract §2), as
+    /// Kubernetes defaults a namespace.
+    pub fn default_workspace() -> Self {
+        Self::new_unchecked("default".to_owned())
+    }
+}
+
 impl<K: GeneratedIdKind> Id<K> {
     /// A fresh id from six random bytes the caller draws (this crate has no randomness of its own).
     pub fn generate(random: [u8; 6]) -> Self {
