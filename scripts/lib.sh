@@ -12,6 +12,7 @@
 #   ensure_services      start the local Postgres and Redis if they are not answering, wait until they answer
 #   ensure_dev_secret    create .dev/jwt_secret (48 random bytes, base64, mode 600) if missing
 #   dev_secret_path      print the path of .dev/jwt_secret (whether or not it exists)
+#   spin_variable_default NAME  print the `default` of variable NAME in spin.toml's [variables] (empty if none)
 
 if [[ -n "${ORCH_LIB_SH_LOADED:-}" ]]; then
     return 0
@@ -135,6 +136,17 @@ ensure_dev_secret() {
     fi
     rm -f "$tmp"
     [[ -s "$path" ]] || die "could not write $path"
+}
+
+# The `default` of a variable in spin.toml's [variables] table, e.g. for `database_url`
+#   database_url = { default = "postgres://postgres@127.0.0.1:5432/orchestrator" }
+spin_variable_default() {
+    local manifest
+    manifest="$(repo_root)/spin.toml"
+    [[ -f "$manifest" ]] || return 0
+    sed -n '/^[[:space:]]*\[variables\][[:space:]]*\(#.*\)\{0,1\}$/,/^[[:space:]]*\[/{
+        s/^[[:space:]]*'"$1"'[[:space:]]*=.*default[[:space:]]*=[[:space:]]*"\([^"]*\)".*$/\1/p
+    }' "$manifest" | head -n 1
 }
 
 # The components, as spin.toml builds them, and the host.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{ApiError, ConfigError};
 use crate::ids::{Id, IdKind, WorkspaceId};
+use crate::revocation::TokenId;
 use crate::validation::InvalidValue;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
@@ -111,6 +112,9 @@ pub struct Claims {
     /// Confines the token to one workspace; absent for operator tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace_id: Option<WorkspaceId>,
+    /// Names the token for revocation; this service's tokens always carry one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
@@ -308,6 +312,10 @@ pub struct Principal {
     pub scopes: BTreeSet<Scope>,
     /// `None` for operator tokens, which see every workspace.
     pub workspace_id: Option<WorkspaceId>,
+    /// Which token this is, for the revocation check.
+    pub token_id: TokenId,
+    /// The token's `iat`, compared with its subject's revocation not-before.
+    pub issued_at: Option<i64>,
 }
 
 /// Which workspaces a list may show.
@@ -380,28 +388,41 @@ impl Principal {
         }
     }
 
-    fn from_claims(claims: Claims) -> Self {
+    fn from_claims(claims: Claims, compact_token: &str) -> Self {
         let named = claims
             .scopes
             .iter()
             .map(String::as_str)
             .chain(claims.scope.iter().flat_map(|s| s.split_whitespace()));
         Self {
-            subject: claims.sub,
             // Unknown scopes are ignored: tokens may be shared with other services.
             scopes: named.filter_map(|name| name.parse().ok()).collect(),
+            token_id: TokenId::of(claims.jti.as_deref(), compact_token),
+            issued_at: claims.iat,
+            subject: claims.sub,
             workspace_id: claims.workspace_id,
         }
     }
 }
 
-/// Verifies the `Authorization` header at `now` (Unix seconds) and returns the caller.
+/// Verifies the `Authorization` header at `now` (Unix seconds) and returns the caller. Revocation is
+/// checked apart ([`crate::revocation::RevocationRecord::check`]): its records live in Redis.
 pub fn authenticate(
     authorization: Option<&str>,
     config: &AuthConfig,
     now_unix_secs: i64,
 ) -> Result<Principal, ApiError> {
     let token = bearer_token(authorization)?;
+    let claims = verify(token, config, now_unix_secs)?;
+    Ok(Principal::from_claims(claims, token))
+}
+
+/// The claims of a compact token whose signature and claims verify at `now_unix_secs`.
+pub(crate) fn verify(
+    token: &str,
+    config: &AuthConfig,
+    now_unix_secs: i64,
+) -> Result<Claims, ApiError> {
     crate::jwt_crypto::install();
     let header = jsonwebtoken::decode_header(token)
         .map_err(|_| ApiError::Unauthenticated("malformed token"))?;
@@ -418,7 +439,7 @@ pub fn authenticate(
         })?
         .claims;
     config.check_claims(&claims, now_unix_secs)?;
-    Ok(Principal::from_claims(claims))
+    Ok(claims)
 }
 
 /// jsonwebtoken checks the signature with exactly `algorithm`; every claim check is ours
@@ -470,6 +491,8 @@ mod tests {
             subject: "alice".into(),
             scopes: BTreeSet::from([Scope::JobsRead]),
             workspace_id: workspace.map(|w| WorkspaceId::parse(w).unwrap()),
+            token_id: TokenId::Jti("j1".into()),
+            issued_at: None,
         }
     }
 

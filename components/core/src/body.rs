@@ -108,6 +108,19 @@ fn nul_at(value: &Value, path: &str) -> Option<String> {
     }
 }
 
+/// A form-encoded body when the content type says so (OAuth2's endpoints), JSON otherwise (with
+/// [`parse_json`]'s statuses).
+pub fn parse_form_or_json<T: DeserializeOwned>(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if content_type.is_some_and(is_form) {
+        parse_form(body)
+    } else {
+        parse_json(content_type, body)
+    }
+}
+
 /// `application/json` or any `+json` type, ignoring parameters such as `charset`.
 pub fn is_json(content_type: &str) -> bool {
     let media_type = media_type(content_type);

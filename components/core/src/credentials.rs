@@ -15,10 +15,11 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::auth::{Audience, AuthConfig, Claims, Scope, encode_hs256};
-use crate::body::{is_form, parse_form, parse_json};
+use crate::body::parse_form_or_json;
 use crate::error::ApiError;
 use crate::hex::lower_hex;
 use crate::ids::WorkspaceId;
+use crate::revocation::{JTI_BYTES, TokenId};
 use crate::validation::InvalidValue;
 
 /// Argon2id memory cost in KiB (19 MiB), with [`ITERATIONS`] and [`PARALLELISM`]: OWASP's minimum
@@ -91,13 +92,34 @@ pub struct TokenRequest {
 }
 
 impl TokenRequest {
-    /// Form-encoded when the content type says so, JSON otherwise (with `parse_json`'s statuses).
+    /// Form-encoded when the content type says so, JSON otherwise.
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
-        if content_type.is_some_and(is_form) {
-            parse_form(body)
-        } else {
-            parse_json(content_type, body)
-        }
+        parse_form_or_json(content_type, body)
+    }
+}
+
+/// A client's id and secret, as the revoke endpoint receives them.
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// The secret stays out of logs.
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCredentials {
+    /// The account, once the secret verifies against it; see [`verify_client`].
+    pub fn verify<'a>(
+        &self,
+        account: Option<&'a ServiceAccount>,
+    ) -> Result<&'a ServiceAccount, ApiError> {
+        verify_client(&self.client_secret, account)
     }
 }
 
@@ -170,19 +192,25 @@ pub struct Grant {
     pub workspace_id: Option<WorkspaceId>,
 }
 
-/// Verifies the client (401 for an unknown client, a wrong secret or a disabled account, alike and after
-/// the same work), then narrows its scopes to those requested (403 for a scope the account lacks).
+/// The account `secret` belongs to: 401 for an unknown client (`None`), a wrong secret or a disabled
+/// account, alike and after the same work.
+fn verify_client<'a>(
+    secret: &str,
+    account: Option<&'a ServiceAccount>,
+) -> Result<&'a ServiceAccount, ApiError> {
+    let verified = verify_secret(account.map(|account| account.secret_hash.as_str()), secret);
+    account
+        .filter(|account| verified && !account.disabled)
+        .ok_or(ApiError::Unauthenticated("invalid client credentials"))
+}
+
+/// Verifies the client ([`verify_client`]), then narrows its scopes to those requested (403 for a
+/// scope the account lacks).
 pub fn authenticate_client(
     request: &TokenRequest,
     account: Option<&ServiceAccount>,
 ) -> Result<Grant, ApiError> {
-    let verified = verify_secret(
-        account.map(|account| account.secret_hash.as_str()),
-        &request.client_secret,
-    );
-    let account = account
-        .filter(|account| verified && !account.disabled)
-        .ok_or(ApiError::Unauthenticated("invalid client credentials"))?;
+    let account = verify_client(&request.client_secret, account)?;
     let scopes = match &request.scope {
         Some(RequestedScopes(requested)) if !requested.is_empty() => {
             if let Some(missing) = requested.difference(&account.scopes).next() {
@@ -202,6 +230,14 @@ pub fn authenticate_client(
     })
 }
 
+/// When a token is minted, for how long, and the caller's random bytes for its `jti`.
+#[derive(Debug, Clone, Copy)]
+pub struct Issue {
+    pub now_secs: i64,
+    pub ttl_secs: i64,
+    pub jti_random: [u8; JTI_BYTES],
+}
+
 /// The token endpoint's success body (RFC 6749 §5.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenResponse {
@@ -212,9 +248,14 @@ pub struct TokenResponse {
 }
 
 impl Grant {
-    /// The claims of the token: both scope forms, the workspace, and `iss` / `aud` when the service
-    /// checks them, so the token passes this service's own verification.
-    pub fn claims(&self, auth: &AuthConfig, now_secs: i64, ttl_secs: i64) -> Claims {
+    /// The claims of the token: both scope forms, the workspace, a `jti` for revoking it, and `iss` /
+    /// `aud` when the service checks them, so the token passes this service's own verification.
+    pub fn claims(&self, auth: &AuthConfig, issued: Issue) -> Claims {
+        let Issue {
+            now_secs,
+            ttl_secs,
+            jti_random,
+        } = issued;
         Claims {
             sub: self.subject.clone(),
             exp: now_secs.saturating_add(ttl_secs),
@@ -225,6 +266,7 @@ impl Grant {
             scopes: self.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
             scope: Some(self.scope_string()),
             workspace_id: self.workspace_id.clone(),
+            jti: Some(TokenId::new_jti(jti_random)),
         }
     }
 
@@ -233,13 +275,12 @@ impl Grant {
         &self,
         auth: &AuthConfig,
         secret: &[u8],
-        now_secs: i64,
-        ttl_secs: i64,
+        issued: Issue,
     ) -> Result<TokenResponse, ApiError> {
         Ok(TokenResponse {
-            access_token: encode_hs256(&self.claims(auth, now_secs, ttl_secs), secret)?,
+            access_token: encode_hs256(&self.claims(auth, issued), secret)?,
             token_type: "Bearer",
-            expires_in: ttl_secs,
+            expires_in: issued.ttl_secs,
             scope: self.scope_string(),
         })
     }
@@ -415,18 +456,25 @@ mod tests {
             scopes: BTreeSet::from([Scope::JobsWrite, Scope::JobsRead]),
             workspace_id: Some(WorkspaceId::parse("ws_a").unwrap()),
         };
-        let issued = grant.issue(&auth, SECRET.as_bytes(), 1_000, 3_600).unwrap();
+        let issue = Issue {
+            now_secs: 1_000,
+            ttl_secs: 3_600,
+            jti_random: [7; JTI_BYTES],
+        };
+        let issued = grant.issue(&auth, SECRET.as_bytes(), issue).unwrap();
         assert_eq!(issued.token_type, "Bearer");
         assert_eq!(issued.expires_in, 3_600);
         assert_eq!(issued.scope, "jobs:read jobs:write");
-        let claims = grant.claims(&auth, 1_000, 3_600);
+        let claims = grant.claims(&auth, issue);
         assert_eq!((claims.iat, claims.exp), (Some(1_000), 4_600));
+        assert_eq!(claims.jti, Some("07".repeat(JTI_BYTES)));
         assert_eq!(claims.scopes, ["jobs:read", "jobs:write"]);
         let header = format!("Bearer {}", issued.access_token);
         let principal = authenticate(Some(&header), &auth, 1_010).unwrap();
         assert_eq!(principal.subject, "ci-bot");
         assert_eq!(principal.scopes, grant.scopes);
         assert_eq!(principal.workspace_id, grant.workspace_id);
+        assert_eq!(principal.token_id, TokenId::Jti("07".repeat(JTI_BYTES)));
         assert_eq!(
             authenticate(Some(&header), &auth, 4_600 + 31)
                 .unwrap_err()

@@ -24,6 +24,10 @@ pub mod ids;
 pub mod query;
 // The API's request bodies.
 pub mod requests;
+// Revoked tokens and subjects' not-befores: what the revoke endpoint records and every request checks.
+pub mod revocation;
+// The Redis keys the components and the native tools share.
+pub mod keyspace;
 // Self-validating values: depths, counts, bounded texts, bounded JSON objects.
 pub mod validation;
 // `ETag` / `If-Match`.

@@ -1,17 +1,20 @@
-//! Redis: the fast path and the short lock of idempotency, and the events
-//! channel. Postgres holds the durable record; Redis only saves a round trip
-//! and turns a concurrent duplicate into 409 instead of a wait.
+//! Redis: the fast path and the short lock of idempotency, the events
+//! channel, and revoked tokens. For idempotency Postgres holds the durable
+//! record; Redis only saves a round trip and turns a concurrent duplicate into
+//! 409 instead of a wait. Revocations live in Redis alone (the seed's token
+//! blacklist).
 
 use orchestrator_core::ApiError;
+use orchestrator_core::auth::Principal;
 use orchestrator_core::idempotency::StoredResponse;
+use orchestrator_core::keyspace::Keyspace;
+use orchestrator_core::revocation::{Revocation, RevocationRecord};
 use serde::{Deserialize, Serialize};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
 pub struct Cache {
     connection: Connection,
-    /// Keys are namespaced by database, so apps on separate databases that
-    /// share a Redis never see each other's records.
-    namespace: String,
+    keys: Keyspace,
 }
 
 /// What Redis knows of an idempotency key.
@@ -51,26 +54,66 @@ struct Cached {
 
 impl Cache {
     pub async fn connect(redis_url: &str, database_url: &str) -> Result<Self, ApiError> {
-        let connection = Connection::open(redis_url)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("redis: {e:?}")))?;
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(database_url.as_bytes());
-        let namespace = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let connection = Connection::open(redis_url).await.map_err(unavailable)?;
         Ok(Self {
             connection,
-            namespace,
+            keys: Keyspace::for_database(database_url),
         })
     }
 
     fn keys(&self, scope_key: &str) -> [String; 2] {
         [
-            format!("orchestrator:{}:idempotency:{scope_key}", self.namespace),
-            format!(
-                "orchestrator:{}:idempotency-lock:{scope_key}",
-                self.namespace
-            ),
+            self.keys.idempotency_record(scope_key),
+            self.keys.idempotency_lock(scope_key),
         ]
+    }
+
+    /// What is recorded against the caller's token and its subject, in one round trip.
+    pub async fn revocation(&self, caller: &Principal) -> Result<RevocationRecord, ApiError> {
+        let keys = [
+            self.keys.revoked_token(&caller.token_id),
+            self.keys.subject_not_before(&caller.subject),
+        ];
+        let arguments = keys.map(|key| RedisParameter::Binary(key.into_bytes()));
+        let values = self
+            .connection
+            .execute("MGET", arguments)
+            .await
+            .map_err(unavailable)?;
+        let present = |value: Option<&RedisResult>| matches!(value, Some(RedisResult::Binary(_)));
+        let subject_not_before = match values.get(1) {
+            Some(RedisResult::Binary(bytes)) => Some(
+                std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .ok_or_else(|| {
+                        ApiError::Internal(format!(
+                            "the not-before of {} is not a number of seconds",
+                            caller.subject
+                        ))
+                    })?,
+            ),
+            _ => None,
+        };
+        Ok(RevocationRecord {
+            token_revoked: present(values.first()),
+            subject_not_before,
+        })
+    }
+
+    /// Records `revocation` until its token would expire anyway.
+    pub async fn revoke(&self, revocation: &Revocation) -> Result<(), ApiError> {
+        let arguments = [
+            RedisParameter::Binary(self.keys.revoked_token(&revocation.id).into_bytes()),
+            RedisParameter::Binary(b"1".to_vec()),
+            RedisParameter::Binary(b"EX".to_vec()),
+            RedisParameter::Int64(revocation.ttl_secs),
+        ];
+        self.connection
+            .execute("SET", arguments)
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 
     pub async fn claim(&self, scope_key: &str) -> Result<Claim, ApiError> {
@@ -164,6 +207,10 @@ impl Cache {
         self.connection
             .execute("EVAL", arguments)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("redis: {e:?}")))
+            .map_err(unavailable)
     }
+}
+
+fn unavailable(error: spin_sdk::redis::Error) -> ApiError {
+    ApiError::Unavailable(format!("redis: {error:?}"))
 }

@@ -1,7 +1,8 @@
-//! The platform component: health, the OpenAPI document and the token
-//! endpoint — the routes that need no bearer token.
+//! The platform component: health, the OpenAPI document and the token and
+//! revocation endpoints — the routes that need no bearer token.
 
 mod health;
+mod revoke;
 mod token;
 
 use orchestrator_core::ApiError;
@@ -15,12 +16,14 @@ enum Endpoint {
     Health,
     OpenApi,
     Token,
+    Revoke,
 }
 
 const ROUTES: &Routes<Endpoint> = &[
     ("GET", "/api/health", Endpoint::Health),
     ("GET", "/api/openapi.json", Endpoint::OpenApi),
     ("POST", "/api/auth/token", Endpoint::Token),
+    ("POST", "/api/auth/revoke", Endpoint::Revoke),
 ];
 
 /// The OpenAPI 3.1 document of the whole API, served as written.
@@ -41,5 +44,6 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
             body: OPENAPI.as_bytes().to_vec(),
         }),
         Endpoint::Token => token::issue(&request).await,
+        Endpoint::Revoke => revoke::revoke(&request).await,
     }
 }
