@@ -173,7 +173,7 @@ fn value(row: &tokio_postgres::Row, i: usize) -> Conversion {
         }),
         Type::UUID => get(row, i, |v: uuid::Uuid| DbValue::Uuid(v.to_string())),
         Type::JSONB => get(row, i, |v: serde_json::Value| {
-            DbValue::Jsonb(v.to_string().into_bytes())
+            DbValue::Jsonb(sorted_keys(v).to_string().into_bytes())
         }),
         Type::NUMERIC => get(row, i, |v: rust_decimal::Decimal| {
             DbValue::Decimal(v.to_string())
@@ -280,5 +280,41 @@ impl<'a> FromSql<'a> for Raw {
     }
     fn accepts(_: &Type) -> bool {
         true
+    }
+}
+
+/// Spin reads a `jsonb` value into a `serde_json::Value` built without `preserve_order`, whose
+/// objects are sorted maps: a component sees every object's keys in sorted order, not in
+/// Postgres's storage order (shorter keys first). This workspace enables `preserve_order`, so
+/// the keys are sorted here, at every depth.
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.cmp(b));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key, sorted_keys(value)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => items.into_iter().map(sorted_keys).collect(),
+        scalar => scalar,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sorted_keys;
+
+    #[test]
+    fn jsonb_objects_reach_the_guest_with_sorted_keys_as_under_spin() {
+        // Postgres stores these as {"b": .., "aa": ..} (shorter keys first).
+        let stored = serde_json::json!({"b": 1, "aa": {"z": [{"y": 0, "x": 1}], "c": null}});
+        assert_eq!(
+            sorted_keys(stored).to_string(),
+            r#"{"aa":{"c":null,"z":[{"x":1,"y":0}]},"b":1}"#
+        );
     }
 }

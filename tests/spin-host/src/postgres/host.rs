@@ -1,6 +1,6 @@
 //! The generated `spin:postgres` traits, implemented over [`super::Pools`].
 
-use super::{Connection, ConnectionBuilder, Handle, convert};
+use super::{Connection, ConnectionBuilder, Handle, RootCertificate, convert};
 use crate::bindings::spin::postgres::postgres::{
     Column, Error, HostConnection, HostConnectionBuilder, HostConnectionBuilderWithStore,
     HostConnectionWithStore, ParameterValue, Row, RowSet,
@@ -19,11 +19,15 @@ use wasmtime::{Result, StoreContextMut};
 type Guest<'a> = &'a Accessor<HostState, Spin>;
 
 /// Opens a pooled connection for the calling component and adds it to its table.
-async fn open(accessor: Guest<'_>, address: String) -> Result<Result<Resource<Connection>, Error>> {
+async fn open(
+    accessor: Guest<'_>,
+    address: String,
+    root: Option<RootCertificate>,
+) -> Result<Result<Resource<Connection>, Error>> {
     let (component, services, usage) = accessor.with(|mut access| access.get().outbound());
     match services
         .postgres
-        .open(&component.allowed_hosts, &address, usage)
+        .open(&component.allowed_hosts, &address, root.as_ref(), usage)
         .await
     {
         Ok(connection) => Ok(Ok(
@@ -47,7 +51,7 @@ impl HostConnectionWithStore<HostState> for Spin {
         accessor: Guest<'_>,
         address: String,
     ) -> Result<Result<Resource<Connection>, Error>> {
-        open(accessor, address).await
+        open(accessor, address, None).await
     }
 
     async fn query_async(
@@ -154,35 +158,18 @@ impl HostConnectionBuilderWithStore<HostState> for Spin {
         accessor: Guest<'_>,
         builder: Resource<ConnectionBuilder>,
     ) -> Result<Result<Resource<Connection>, Error>> {
-        let address = accessor.with(|mut access| -> Result<Result<String, Error>> {
+        let (address, root) = accessor.with(|mut access| -> Result<_> {
             let builder = access.get().table.get(&builder)?;
-            Ok(match builder.ca_root {
-                // This host speaks plain TCP only; say so rather than ignore the root.
-                Some(_) => Err(Error::ConnectionFailed(
-                    "TLS is not supported by this host".into(),
-                )),
-                None => Ok(builder.address.clone()),
-            })
+            Ok((builder.address.clone(), builder.root.clone()))
         })?;
-        match address {
-            Ok(address) => open(accessor, address).await,
-            Err(e) => Ok(Err(e)),
-        }
+        open(accessor, address, root).await
     }
 }
 
 /// Blocking (synchronous) variants: the guest waits while the host works.
 impl HostConnection for HostState {
     async fn open(&mut self, address: String) -> Result<Result<Resource<Connection>, Error>> {
-        match self
-            .services
-            .postgres
-            .open(&self.component.allowed_hosts, &address, self.usage.clone())
-            .await
-        {
-            Ok(connection) => Ok(Ok(self.table.push(connection)?)),
-            Err(e) => Ok(Err(e)),
-        }
+        self.open_postgres(address, None).await
     }
 
     async fn query(
@@ -211,20 +198,48 @@ impl HostConnection for HostState {
     }
 }
 
+impl HostState {
+    async fn open_postgres(
+        &mut self,
+        address: String,
+        root: Option<RootCertificate>,
+    ) -> Result<Result<Resource<Connection>, Error>> {
+        match self
+            .services
+            .postgres
+            .open(
+                &self.component.allowed_hosts,
+                &address,
+                root.as_ref(),
+                self.usage.clone(),
+            )
+            .await
+        {
+            Ok(connection) => Ok(Ok(self.table.push(connection)?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
 impl HostConnectionBuilder for HostState {
     async fn new(&mut self, address: String) -> Result<Resource<ConnectionBuilder>> {
         Ok(self.table.push(ConnectionBuilder {
             address,
-            ca_root: None,
+            root: None,
         })?)
     }
 
+    /// As in Spin, a certificate that does not parse is refused here, not at `build`.
     async fn set_ca_root(
         &mut self,
         builder: Resource<ConnectionBuilder>,
         certificate: String,
     ) -> Result<Result<(), Error>> {
-        self.table.get_mut(&builder)?.ca_root = Some(certificate);
+        let root = match RootCertificate::from_pem(&certificate) {
+            Ok(root) => root,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.table.get_mut(&builder)?.root = Some(root);
         Ok(Ok(()))
     }
 
@@ -233,13 +248,8 @@ impl HostConnectionBuilder for HostState {
         builder: Resource<ConnectionBuilder>,
     ) -> Result<Result<Resource<Connection>, Error>> {
         let builder = self.table.get(&builder)?;
-        if builder.ca_root.is_some() {
-            return Ok(Err(Error::ConnectionFailed(
-                "TLS is not supported by this host".into(),
-            )));
-        }
-        let address = builder.address.clone();
-        HostConnection::open(self, address).await
+        let (address, root) = (builder.address.clone(), builder.root.clone());
+        self.open_postgres(address, root).await
     }
 
     async fn drop(&mut self, builder: Resource<ConnectionBuilder>) -> Result<()> {

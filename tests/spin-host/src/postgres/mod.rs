@@ -1,10 +1,18 @@
-//! `spin:postgres/postgres@4.2.0` on tokio-postgres.
+//! `spin:postgres/postgres@4.2.0` on tokio-postgres, pooled as Spin pools it.
 //!
-//! As in Spin, a connection resource holds one pooled connection (a pool per
-//! address) for its whole life, so `BEGIN` … `COMMIT` sent as statements is a
-//! real transaction. A connection dropped with a transaction open — by the
-//! guest, or because the instance trapped and its store was dropped — is
-//! rolled back before the pool hands it out again.
+//! As in Spin (`factor-outbound-pg`), there is one deadpool pool per address and root
+//! certificate, of [`SPIN_POOL_SIZE`] connections, recycled with `RecyclingMethod::Clean`: each
+//! checkout first resets session state in one round trip (`CLOSE ALL; … DISCARD SEQUENCES;`),
+//! and nothing ends a transaction. A connection resource holds its pooled connection for its
+//! whole life, so `BEGIN` … `COMMIT` sent as statements is a real transaction — and a
+//! connection dropped with a transaction open (by the guest, or because its instance trapped)
+//! goes back to the pool *inside* that transaction, to be drawn by a later request, exactly as
+//! under `spin up`. Protecting against that is the component's job.
+//!
+//! TLS follows the URL's `sslmode` as Spin's does: `disable` is plain TCP; anything else
+//! (`prefer` when absent, `require`) negotiates TLS when the server offers it, through
+//! native-tls (OpenSSL), which verifies the server's certificate and name against the system's
+//! roots plus the root a guest set with `connection-builder.set-ca-root`.
 
 mod convert;
 mod host;
@@ -12,17 +20,20 @@ mod host;
 use crate::bindings::spin::postgres::postgres::{self as wit, Column, ParameterValue, RowSet};
 use crate::outbound::{AllowList, suggestion};
 use crate::state::Usage;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+
+/// Spin's pool size per address (`CONNECTION_POOL_SIZE` in `factor-outbound-pg`).
+pub const SPIN_POOL_SIZE: usize = 64;
 
 /// Connection pools shared by every instance of every component of an app.
 pub struct Pools {
-    by_address: Mutex<HashMap<String, Arc<Target>>>,
+    by_target: Mutex<HashMap<(String, Option<String>), Arc<Target>>>,
     max_size: usize,
 }
 
@@ -35,71 +46,107 @@ struct Target {
 /// The host side of a guest's `connection` resource.
 pub struct Connection {
     client: Arc<Object>,
-    in_transaction: Arc<AtomicBool>,
     usage: Arc<Usage>,
+}
+
+/// A root certificate a guest added with `set-ca-root`, and its digest (which, with the
+/// address, names the pool its connections come from).
+#[derive(Clone)]
+pub struct RootCertificate {
+    certificate: native_tls::Certificate,
+    digest: String,
+}
+
+impl RootCertificate {
+    /// Parses a PEM certificate, refusing what Spin refuses.
+    pub fn from_pem(pem: &str) -> Result<Self, wit::Error> {
+        let certificate = native_tls::Certificate::from_pem(pem.as_bytes())
+            .map_err(|e| wit::Error::Other(format!("invalid root certificate: {e}")))?;
+        let digest = Sha256::digest(pem.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Self {
+            certificate,
+            digest,
+        })
+    }
 }
 
 /// The host side of a guest's `connection-builder` resource.
 pub struct ConnectionBuilder {
     pub(crate) address: String,
-    pub(crate) ca_root: Option<String>,
+    pub(crate) root: Option<RootCertificate>,
 }
-
-const WAIT_FOR_CONNECTION: Duration = Duration::from_secs(5);
 
 impl Pools {
     pub fn new(max_size: usize) -> Self {
         Self {
-            by_address: Mutex::default(),
+            by_target: Mutex::default(),
             max_size,
         }
     }
 
-    /// Opens a connection for a component, enforcing its allow-list.
+    /// Opens a connection for a component, enforcing its allow-list. Like Spin, it waits as
+    /// long as it takes for a free connection, and a connection that cannot be made is
+    /// `connection-failed` with the whole error chain.
     pub async fn open(
         &self,
         allowed: &AllowList,
         address: &str,
+        root: Option<&RootCertificate>,
         usage: Arc<Usage>,
     ) -> Result<Connection, wit::Error> {
-        let target = self.target(address)?;
+        let target = self.target(address, root)?;
         check_allowed(allowed, &target.config)?;
-        let client = target
-            .pool
-            .get()
-            .await
-            .map_err(|e| wit::Error::ConnectionFailed(e.to_string()))?;
+        let client =
+            target.pool.get().await.map_err(|e| {
+                wit::Error::ConnectionFailed(format!("{:?}", anyhow::Error::new(e)))
+            })?;
         Ok(Connection {
             client: Arc::new(client),
-            in_transaction: Arc::default(),
             usage,
         })
     }
 
     /// The parsed address and its pool, made on first use: a request only looks them up.
-    fn target(&self, address: &str) -> Result<Arc<Target>, wit::Error> {
-        let mut targets = self.by_address.lock().unwrap();
-        if let Some(target) = targets.get(address) {
+    fn target(
+        &self,
+        address: &str,
+        root: Option<&RootCertificate>,
+    ) -> Result<Arc<Target>, wit::Error> {
+        let key = (address.to_owned(), root.map(|r| r.digest.clone()));
+        let mut targets = self.by_target.lock().unwrap();
+        if let Some(target) = targets.get(&key) {
             return Ok(target.clone());
         }
         let config = tokio_postgres::Config::from_str(address)
             .map_err(|e| wit::Error::ConnectionFailed(format!("invalid address: {e}")))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Clean,
+        };
+        let manager = if config.get_ssl_mode() == SslMode::Disable {
+            Manager::from_config(config.clone(), NoTls, manager_config)
+        } else {
+            let mut tls = native_tls::TlsConnector::builder();
+            if let Some(root) = root {
+                tls.add_root_certificate(root.certificate.clone());
+            }
+            let tls = tls
+                .build()
+                .map_err(|e| wit::Error::ConnectionFailed(format!("TLS setup: {e}")))?;
+            Manager::from_config(
+                config.clone(),
+                postgres_native_tls::MakeTlsConnector::new(tls),
+                manager_config,
+            )
+        };
         let pool = Pool::builder(manager)
             .max_size(self.max_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(WAIT_FOR_CONNECTION))
-            .create_timeout(Some(WAIT_FOR_CONNECTION))
             .build()
             .map_err(|e| wit::Error::ConnectionFailed(e.to_string()))?;
         let target = Arc::new(Target { config, pool });
-        targets.insert(address.to_owned(), target.clone());
+        targets.insert(key, target.clone());
         Ok(target)
     }
 }
@@ -131,83 +178,30 @@ fn check_allowed(allowed: &AllowList, config: &tokio_postgres::Config) -> Result
     Ok(())
 }
 
-/// What a statement does to the connection's transaction state, judged from
-/// its first keyword. A statement that fails inside a transaction leaves it
-/// open (aborted), so only the explicit ends close it.
-fn transaction_effect(statement: &str) -> Option<bool> {
-    let first = statement
-        .trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()?;
-    let second_is_to = || {
-        statement
-            .trim_start()
-            .get(first.len()..)
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|w| w.eq_ignore_ascii_case("to"))
-    };
-    match first.to_ascii_lowercase().as_str() {
-        "begin" | "start" => Some(true),
-        "rollback" if second_is_to() => None,
-        "commit" | "end" | "rollback" | "abort" => Some(false),
-        _ => None,
-    }
-}
-
 impl Connection {
     /// A cheap handle for running a statement without borrowing the resource
     /// table across an `await`.
     pub(crate) fn handle(&self) -> Handle {
         Handle {
             client: self.client.clone(),
-            in_transaction: self.in_transaction.clone(),
             usage: self.usage.clone(),
         }
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        if !self.in_transaction.load(Ordering::Acquire) {
-            return;
-        }
-        let client = self.client.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(e) = client.batch_execute("ROLLBACK").await {
-                        tracing::warn!("rolling back an abandoned transaction failed: {e}");
-                        discard(client);
-                    }
-                });
-            }
-            Err(_) => discard(client),
-        }
-    }
-}
-
-/// Keeps a connection whose state is unknown out of the pool.
-fn discard(client: Arc<Object>) {
-    if let Ok(object) = Arc::try_unwrap(client) {
-        drop(Object::take(object));
     }
 }
 
 /// A connection's client, usable while the store is not borrowed.
 pub(crate) struct Handle {
     client: Arc<Object>,
-    in_transaction: Arc<AtomicBool>,
     usage: Arc<Usage>,
 }
 
+// Each statement is prepared afresh, as Spin's `query_raw(&str)` / `execute(&str)` do: a round
+// trip to parse it, then one to run it (Spin caches no prepared statements).
 impl Handle {
     fn note(&self, statement: &str) {
         Usage::count(&self.usage.postgres_statements);
         // `RUST_LOG=spin_host=trace` shows each statement: how an endpoint's SQL is read off.
         tracing::trace!(target: "spin_host::postgres", "{statement}");
-        if let Some(open) = transaction_effect(statement) {
-            self.in_transaction.store(open, Ordering::Release);
-        }
     }
 
     pub async fn execute(
@@ -219,7 +213,7 @@ impl Handle {
         self.note(statement);
         let prepared = self
             .client
-            .prepare_cached(statement)
+            .prepare(statement)
             .await
             .map_err(convert::error)?;
         self.client
@@ -243,7 +237,7 @@ impl Handle {
         self.note(statement);
         let prepared = self
             .client
-            .prepare_cached(statement)
+            .prepare(statement)
             .await
             .map_err(convert::error)?;
         let columns = prepared.columns().iter().map(convert::column).collect();
@@ -271,26 +265,5 @@ impl Handle {
         let rows: Vec<tokio_postgres::Row> = rows.try_collect().await.map_err(convert::error)?;
         let rows = rows.iter().map(convert::row).collect::<Result<_, _>>()?;
         Ok(RowSet { columns, rows })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::transaction_effect;
-
-    #[test]
-    fn transaction_statements_are_recognised() {
-        assert_eq!(transaction_effect("BEGIN"), Some(true));
-        assert_eq!(
-            transaction_effect("  begin isolation level serializable"),
-            Some(true)
-        );
-        assert_eq!(transaction_effect("START TRANSACTION"), Some(true));
-        assert_eq!(transaction_effect("COMMIT"), Some(false));
-        assert_eq!(transaction_effect("rollback;"), Some(false));
-        assert_eq!(transaction_effect("ROLLBACK TO SAVEPOINT a"), None);
-        assert_eq!(transaction_effect("END"), Some(false));
-        assert_eq!(transaction_effect("SELECT 1"), None);
-        assert_eq!(transaction_effect(""), None);
     }
 }
