@@ -2,6 +2,7 @@
 //! and the handling of one request.
 
 use crate::engine;
+use crate::linger::Lingering;
 use crate::manifest::Manifest;
 use crate::outbound::AllowList;
 use crate::routes::{RouteMatch, Router};
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::sync::{Semaphore, oneshot};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
@@ -34,7 +36,8 @@ pub struct AppOptions {
     pub use_environment: bool,
     /// Instances that may be alive at once (the pooling allocator's slots).
     pub max_instances: u32,
-    /// Pooled Postgres connections per address.
+    /// Pooled Postgres connections per address: Spin's 64 unless a test needs fewer
+    /// (every test app has its own pools, and the server allows 100 connections).
     pub postgres_pool_size: usize,
 }
 
@@ -45,7 +48,7 @@ impl AppOptions {
             variables: HashMap::new(),
             use_environment: true,
             max_instances: 256,
-            postgres_pool_size: postgres_pool_size(),
+            postgres_pool_size: crate::postgres::SPIN_POOL_SIZE,
         }
     }
 
@@ -53,14 +56,6 @@ impl AppOptions {
         self.variables.insert(name.to_owned(), value.into());
         self
     }
-}
-
-/// Sixteen connections per core. Requests hold theirs while they wait on the
-/// network, so Postgres needs many in flight to stay busy: on two cores at 64
-/// concurrent requests, 32 connections served 10-30 % more writes and 15 %
-/// more reads than 8 (8 gave writes a lower p99).
-fn postgres_pool_size() -> usize {
-    16 * std::thread::available_parallelism().map_or(2, |cores| cores.get())
 }
 
 struct LoadedComponent {
@@ -139,29 +134,42 @@ impl App {
         client: SocketAddr,
         usage: Arc<Usage>,
     ) -> http::Response<Body> {
-        let Some(route) = self.router.route(request.uri().path()) else {
-            return plain(StatusCode::NOT_FOUND, "Not Found");
+        let path = request.uri().path();
+        if let Some(well_known) = path.strip_prefix(WELL_KNOWN_PREFIX) {
+            return well_known_response(well_known);
+        }
+        let Some(route) = self.router.route(path) else {
+            return empty(StatusCode::NOT_FOUND);
         };
         let component = &self.components[route.component];
         add_spin_headers(&mut request, &route, client);
         let (response_tx, response_rx) = oneshot::channel();
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+            return empty(StatusCode::SERVICE_UNAVAILABLE);
         };
         let store = self.store(component, usage);
         let pre = component.pre.clone();
         let id = component.context.id.clone();
+        let (request, body_left_unread) = Lingering::wrap(request);
         tokio::spawn(async move {
             if let Err(e) = run_instance(store, pre, request, response_tx).await {
                 tracing::error!("component {id:?} failed: {e:#}");
             }
             drop(slot); // after the store: the instance's slot is free again
         });
-        match response_rx.await {
+        let mut response = match response_rx.await {
             Ok(response) => response,
-            // The instance trapped or failed before producing a response.
-            Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+            // The instance trapped or failed before producing a response: Spin's empty 500.
+            Err(_) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+        };
+        // Spin's hyper stops keeping a connection alive whose request body the component let go
+        // of unread, and says so in the response; here the rest is still read (see `linger`).
+        if body_left_unread.load(Ordering::Acquire) {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
+        response
     }
 
     /// Instantiation alone, as each request pays it: a fresh store and an
@@ -222,11 +230,10 @@ fn component_context(
 async fn run_instance(
     mut store: Store<HostState>,
     pre: ServicePre<HostState>,
-    request: http::Request<hyper::body::Incoming>,
+    request: http::Request<Lingering>,
     response_tx: oneshot::Sender<http::Response<Body>>,
 ) -> anyhow::Result<()> {
     let service = pre.instantiate_async(&mut store).await?;
-    let request = request.map(crate::linger::Lingering::new);
     let (request, request_io) = p3::Request::from_http(store.data_mut().http().hooks, request);
     store
         .run_concurrent(async move |accessor| -> wasmtime::Result<()> {
@@ -234,10 +241,7 @@ async fn run_instance(
                 Ok(response) => response,
                 Err(code) => {
                     tracing::error!("the component answered with an error code: {code:?}");
-                    let _ = response_tx.send(plain(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Internal Server Error",
-                    ));
+                    let _ = response_tx.send(empty(StatusCode::INTERNAL_SERVER_ERROR));
                     return Ok(());
                 }
             };
@@ -329,9 +333,26 @@ fn add_spin_headers<B>(request: &mut http::Request<B>, route: &RouteMatch<'_>, c
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> http::Response<Body> {
+/// Paths under it are Spin's own, answered before routing.
+const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
+
+fn well_known_response(name: &str) -> http::Response<Body> {
+    match name {
+        "health" => {
+            let mut response = empty(StatusCode::OK);
+            *response.body_mut() = Full::new(Bytes::from_static(b"OK"))
+                .map_err(|e| match e {})
+                .boxed_unsync();
+            response
+        }
+        _ => empty(StatusCode::NOT_FOUND),
+    }
+}
+
+/// A response the host makes itself: as Spin's, with no body (`content-length: 0`).
+fn empty(status: StatusCode) -> http::Response<Body> {
     let mut response = http::Response::new(
-        Full::new(Bytes::from_static(text.as_bytes()))
+        Full::new(Bytes::new())
             .map_err(|e| match e {})
             .boxed_unsync(),
     );

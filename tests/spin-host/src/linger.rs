@@ -12,6 +12,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,12 +22,23 @@ const LINGER_BYTES: usize = 64 << 20;
 /// Longest time spent doing so.
 const LINGER_TIME: Duration = Duration::from_secs(30);
 
-/// A request body that, when dropped before its end, drains the rest.
-pub struct Lingering(Option<Incoming>);
+/// A request body that, when dropped before its end, drains the rest and
+/// raises its flag (so the response can say `connection: close`, as Spin's does).
+pub struct Lingering {
+    body: Option<Incoming>,
+    left_unread: Arc<AtomicBool>,
+}
 
 impl Lingering {
-    pub fn new(body: Incoming) -> Self {
-        Self(Some(body))
+    /// The request with its body wrapped, and the flag raised if the body is let go unread.
+    pub fn wrap(request: http::Request<Incoming>) -> (http::Request<Self>, Arc<AtomicBool>) {
+        let left_unread = Arc::new(AtomicBool::new(false));
+        let flag = left_unread.clone();
+        let request = request.map(|body| Self {
+            body: Some(body),
+            left_unread,
+        });
+        (request, flag)
     }
 }
 
@@ -37,18 +50,18 @@ impl Body for Lingering {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.0.as_mut() {
+        match self.body.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(Body::is_end_stream)
+        self.body.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0
+        self.body
             .as_ref()
             .map_or_else(SizeHint::default, Body::size_hint)
     }
@@ -56,9 +69,10 @@ impl Body for Lingering {
 
 impl Drop for Lingering {
     fn drop(&mut self) {
-        let Some(body) = self.0.take().filter(|body| !body.is_end_stream()) else {
+        let Some(body) = self.body.take().filter(|body| !body.is_end_stream()) else {
             return;
         };
+        self.left_unread.store(true, Ordering::Release);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = tokio::time::timeout(LINGER_TIME, drain(body)).await;

@@ -1,7 +1,8 @@
 //! Spin's HTTP route syntax: exact routes (`/api/health`), named segments
 //! (`/users/:id`) and trailing wildcards (`/api/jobs/...`, which also matches
 //! `/api/jobs` itself). When several routes match, the most specific wins:
-//! more literal segments, then more segments, then exact over wildcard.
+//! more literal segments, then more segments, then exact over wildcard. An
+//! exact route also matches its path with one trailing slash, as in Spin.
 
 use anyhow::bail;
 
@@ -110,8 +111,14 @@ impl Route {
             component_route.push_str(value);
             rest = &after_slash[end..];
         }
-        if !self.wildcard && !rest.is_empty() {
-            return None;
+        // As Spin's router (routefinder) does, an exact route also takes its path with one
+        // trailing slash (`/api/events/` reaches `/api/events`), with no path info.
+        if !self.wildcard {
+            match rest {
+                "" => {}
+                "/" => rest = "",
+                _ => return None,
+            }
         }
         Some(RouteMatch {
             component: self.component,
@@ -159,7 +166,8 @@ mod tests {
     fn exact_routes_match_only_themselves() {
         let r = router(&["/api/health"]);
         assert_eq!(r.route("/api/health").unwrap().path_info, "");
-        assert!(r.route("/api/health/").is_none());
+        assert_eq!(r.route("/api/health/").unwrap().path_info, "");
+        assert!(r.route("/api/health/x").is_none());
         assert!(r.route("/api/healthz").is_none());
     }
 

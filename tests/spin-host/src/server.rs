@@ -55,8 +55,8 @@ async fn accept_loop(
             },
             _ = &mut stop => return,
         };
-        // Without it, small keep-alive responses wait on Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
+        // No `TCP_NODELAY`, as in Spin's HTTP trigger: a response written in two pieces (a chunked
+        // body's last chunk) waits on Nagle's algorithm here as it does under `spin up`.
         let app = app.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {

@@ -38,12 +38,27 @@ async fn routes_and_spin_headers() {
         get(&format!("{base}/probe/hello")).await,
         (200, "hello".into())
     );
+    // As Spin: an exact route wins over a wildcard and takes one trailing slash, an unrouted
+    // path gets an empty 404, and Spin's own health check answers before routing.
+    for exact in ["/probe/exact", "/probe/exact/"] {
+        assert_eq!(
+            get(&format!("{base}{exact}")).await,
+            (200, "/probe/exact".into())
+        );
+    }
+    for unrouted in ["/nowhere", "/probex", "/.well-known/spin/other"] {
+        let response = reqwest::get(format!("{base}{unrouted}")).await.unwrap();
+        assert_eq!(response.status(), 404, "{unrouted}");
+        assert_eq!(response.headers()["content-length"], "0", "{unrouted}");
+        assert!(
+            response.headers().get("content-type").is_none(),
+            "{unrouted}"
+        );
+    }
     assert_eq!(
-        get(&format!("{base}/probe/exact")).await,
-        (200, "hello".into())
+        get(&format!("{base}/.well-known/spin/health")).await,
+        (200, "OK".into())
     );
-    assert_eq!(get(&format!("{base}/nowhere")).await.0, 404);
-    assert_eq!(get(&format!("{base}/probex")).await.0, 404);
 
     let (status, body) = get(&format!("{base}/probe/headers?x=1")).await;
     assert_eq!(status, 200);
@@ -157,12 +172,14 @@ async fn the_host_survives_a_trapping_component() {
     }
 }
 
+/// Spin's pool recycles with `RecyclingMethod::Clean`, which ends no transaction: a connection
+/// left inside one — returned from, or trapped in — is drawn by the next request still inside it.
+/// Components must protect themselves (the app does, in `edge::db`); the host must not hide it.
 #[tokio::test]
-async fn abandoned_transactions_are_rolled_back_before_the_connection_is_reused() {
+async fn abandoned_transactions_are_inherited_by_the_next_request_as_under_spin() {
     let db = TestDatabase::create().await.unwrap();
-    db.client()
-        .await
-        .unwrap()
+    let outside = db.client().await.unwrap();
+    outside
         .batch_execute("CREATE TABLE probe_rows (n int)")
         .await
         .unwrap();
@@ -175,18 +192,25 @@ async fn abandoned_transactions_are_rolled_back_before_the_connection_is_reused(
         get(&format!("{base}/probe/abandon-transaction")).await.0,
         200
     );
-    assert_eq!(get(&format!("{base}/probe/count")).await, (200, "0".into()));
+    for _ in 0..3 {
+        assert_eq!(get(&format!("{base}/probe/count")).await, (200, "1".into()));
+    }
     assert_eq!(
         get(&format!("{base}/probe/abandon-transaction?trap=1"))
             .await
             .0,
         500
     );
-    assert_eq!(get(&format!("{base}/probe/count")).await, (200, "0".into()));
-    let idle_in_transaction: i64 = db
-        .client()
+    for _ in 0..3 {
+        assert_eq!(get(&format!("{base}/probe/count")).await, (200, "2".into()));
+    }
+    let committed: i64 = outside
+        .query_one("SELECT count(*) FROM probe_rows", &[])
         .await
         .unwrap()
+        .get(0);
+    assert_eq!(committed, 0, "nothing was committed");
+    let idle_in_transaction: i64 = outside
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
             &[],
@@ -194,7 +218,82 @@ async fn abandoned_transactions_are_rolled_back_before_the_connection_is_reused(
         .await
         .unwrap()
         .get(0);
-    assert_eq!(idle_in_transaction, 0);
+    assert_eq!(idle_in_transaction, 1);
+}
+
+/// The URL's `sslmode` decides, as in Spin: without one (`prefer`) or with `require`, TLS is
+/// negotiated whenever the server offers it and the server's certificate must verify; `disable`
+/// is plain TCP; libpq's `verify-full` is not a mode Spin's driver knows.
+#[tokio::test]
+async fn postgres_tls_follows_sslmode_and_verifies_the_certificate() {
+    let db = TestDatabase::create().await.unwrap();
+    let server_has_tls: String = db
+        .client()
+        .await
+        .unwrap()
+        .query_one("SHOW ssl", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (_running, base) = serve(options()).await;
+    let plain = db.url.clone();
+    let without_mode = plain.replace("?sslmode=disable", "");
+
+    assert_eq!(connect(&base, &plain).await, (200, "1".into()));
+    for address in [
+        without_mode.clone(),
+        format!("{without_mode}?sslmode=require"),
+    ] {
+        let (status, body) = connect(&base, &address).await;
+        if server_has_tls == "on" {
+            // The local server's certificate is self-signed (and not issued for 127.0.0.1).
+            assert_eq!(status, 502, "{address}: {body}");
+            assert!(body.contains("ConnectionFailed"), "{body}");
+            assert!(body.contains("certificate verify failed"), "{body}");
+        } else if address.ends_with("require") {
+            assert_eq!(status, 502, "{address}: {body}");
+        } else {
+            assert_eq!((status, body.as_str()), (200, "1"), "{address}");
+        }
+    }
+    let (status, body) = connect(&base, &format!("{without_mode}?sslmode=verify-full")).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("invalid address"), "{body}");
+
+    // A root certificate that does not parse is refused when it is set, as in Spin.
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{base}/probe/postgres-with-root?address={}",
+            encode(&plain)
+        ))
+        .body("not a certificate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("invalid root certificate"), "{body}");
+}
+
+/// Has the probe connect to `address` and select 1.
+async fn connect(base: &str, address: &str) -> (u16, String) {
+    get(&format!(
+        "{base}/probe/postgres?address={}",
+        encode(address)
+    ))
+    .await
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -213,8 +312,10 @@ async fn query_rows_are_streamed_to_the_guest() {
 #[tokio::test]
 async fn redis_commands_reach_the_server() {
     let (_running, base) = serve(options()).await;
+    // A key prefix of its own: the shared Redis may hold another run's probe keys.
+    let prefix = format!("probe-{}", api_tests::unique());
     assert_eq!(
-        get(&format!("{base}/probe/redis")).await,
+        get(&format!("{base}/probe/redis?prefix={prefix}")).await,
         (200, "value 1".into())
     );
 }
@@ -227,4 +328,29 @@ async fn concurrent_requests_each_get_their_own_instance() {
     for outcome in futures::future::join_all(requests).await {
         assert_eq!(outcome, (200, "1".into()));
     }
+}
+
+/// A component that answers without reading the request body: Spin's hyper then stops keeping the
+/// connection alive and says so; the host says the same, and the client still gets the answer.
+#[tokio::test]
+async fn a_body_left_unread_closes_the_connection_as_under_spin() {
+    let (_running, base) = serve(options()).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{base}/probe/hello"))
+        .body(vec![b'x'; 4 << 20])
+        .send()
+        .await
+        .expect("the answer arrives");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["connection"], "close");
+    assert_eq!(response.text().await.unwrap(), "hello");
+
+    // A request without a body keeps its connection.
+    let response = client
+        .get(format!("{base}/probe/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("connection").is_none());
 }
