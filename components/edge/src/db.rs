@@ -1,6 +1,6 @@
-//! Postgres through `spin:postgres`: one connection per request, errors
-//! mapped to the contract (an unreachable database is 503, anything else a
-//! bug), and typed access to row values.
+//! Postgres through `spin:postgres`: one connection per request, drawn
+//! outside any transaction, errors mapped to the contract (an unreachable
+//! database is 503, anything else a bug), and typed access to row values.
 
 use orchestrator_core::ApiError;
 use spin_sdk::pg::{self, DbValue, ParameterValue, PgError, QueryError};
@@ -10,14 +10,30 @@ pub use spin_sdk::pg::Row;
 pub struct Db(pg::Connection);
 
 impl Db {
+    /// Opens a connection that is outside any transaction.
+    ///
+    /// Spin hands out pooled connections as they were left: one whose earlier request trapped,
+    /// or whose component (this app's or another on the same database) returned without
+    /// committing, is still inside that transaction — Spin's `Clean` recycling ends none. Run in
+    /// it, this request would see and could commit someone else's half-done change, and wait on
+    /// its locks. So the first statement ends whatever is open; on a clean connection it is a
+    /// no-op (Postgres only warns).
     pub async fn connect(url: &str) -> Result<Self, ApiError> {
-        pg::Connection::open(url)
+        let db = pg::Connection::open(url)
             .await
             .map(Db)
             .map_err(|e| match e {
                 pg::Error::PgError(e) => map_error(e),
                 other => ApiError::Internal(other.to_string()),
-            })
+            })?;
+        db.execute("ROLLBACK", []).await?;
+        Ok(db)
+    }
+
+    /// Ends the open transaction on a path that is already failing. A rollback that fails
+    /// too is left to the next request to draw this connection (see [`Db::connect`]).
+    pub async fn abandon(&self) {
+        let _ = self.execute("ROLLBACK", []).await;
     }
 
     pub async fn rows(

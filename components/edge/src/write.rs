@@ -129,27 +129,70 @@ where
     F: AsyncFnOnce(&mut Tx) -> Result<Reply, ApiError>,
 {
     db.execute("BEGIN", []).await?;
-    if let Some(keyed) = keyed {
-        let ttl = context.config.idempotency_ttl_seconds;
-        if !idempotency::claim(&db, &keyed.scope_key, &keyed.fingerprint, ttl).await? {
-            db.execute("ROLLBACK", []).await?;
-            let (stored, headers) = idempotency::load(&db, &keyed.scope_key)
-                .await?
-                .ok_or_else(|| ApiError::Internal("claimed idempotency record vanished".into()))?;
-            return Ok(Committed {
-                reply: replay(stored, headers, &keyed.fingerprint)?,
-                db,
-                events: Inserted::default(),
-            });
-        }
-        db.execute("SAVEPOINT change", []).await?;
-    }
     let mut tx = Tx {
         db,
         actor: context.caller.subject.clone(),
         events: Vec::new(),
     };
-    let reply = match change(&mut tx).await {
+    // Whatever fails from here on ends the transaction first: under Spin a connection goes back
+    // to the pool as it is, and the next request to draw it must not inherit this one's work.
+    let ended = match inside(&mut tx, context, keyed, publishing, change).await {
+        Ok(ended) => ended,
+        Err(error) => {
+            tx.db.abandon().await;
+            return Err(error);
+        }
+    };
+    let (reply, events) = match ended {
+        Ended::ToCommit(reply, events) => {
+            // A COMMIT that fails has ended the transaction as well.
+            tx.db.execute("COMMIT", []).await?;
+            (reply, events)
+        }
+        Ended::RolledBack(reply) => (reply, Inserted::default()),
+    };
+    Ok(Committed {
+        reply,
+        db: tx.db,
+        events,
+    })
+}
+
+/// How the statements inside the transaction ended.
+enum Ended {
+    /// The change, or a refusal recorded under the key, waits for the COMMIT.
+    ToCommit(Reply, Inserted),
+    /// Another request had recorded this key: the transaction is over, and this is its replay.
+    RolledBack(Reply),
+}
+
+/// Everything between `BEGIN` and `COMMIT`.
+async fn inside<F>(
+    tx: &mut Tx,
+    context: &Context,
+    keyed: Option<&Keyed>,
+    publishing: bool,
+    change: F,
+) -> Result<Ended, ApiError>
+where
+    F: AsyncFnOnce(&mut Tx) -> Result<Reply, ApiError>,
+{
+    if let Some(keyed) = keyed {
+        let ttl = context.config.idempotency_ttl_seconds;
+        if !idempotency::claim(&tx.db, &keyed.scope_key, &keyed.fingerprint, ttl).await? {
+            tx.db.execute("ROLLBACK", []).await?;
+            let (stored, headers) = idempotency::load(&tx.db, &keyed.scope_key)
+                .await?
+                .ok_or_else(|| ApiError::Internal("claimed idempotency record vanished".into()))?;
+            return Ok(Ended::RolledBack(replay(
+                stored,
+                headers,
+                &keyed.fingerprint,
+            )?));
+        }
+        tx.db.execute("SAVEPOINT change", []).await?;
+    }
+    let reply = match change(tx).await {
         Ok(reply) => reply,
         // A refusal is an answer too: record it (without the change) so a
         // retry gets the same answer.
@@ -158,11 +201,7 @@ where
             tx.events.clear();
             Reply::error(&error)
         }
-        Err(error) => {
-            // A failed rollback is moot: the host rolls back abandoned transactions.
-            let _ = tx.db.execute("ROLLBACK", []).await;
-            return Err(error);
-        }
+        Err(error) => return Err(error),
     };
     if let Some(keyed) = keyed {
         idempotency::save(
@@ -177,12 +216,7 @@ where
     // Last before the commit: inserting events takes the lock that orders
     // every writer's events, held until the commit.
     let inserted = events::insert(&tx.db, &tx.events, publishing).await?;
-    tx.db.execute("COMMIT", []).await?;
-    Ok(Committed {
-        reply,
-        db: tx.db,
-        events: inserted,
-    })
+    Ok(Ended::ToCommit(reply, inserted))
 }
 
 fn replay(
@@ -268,7 +302,7 @@ async fn drain(db: &Db, cache: &Cache, channel: &str, own: &[Envelope]) -> Resul
     match locked {
         Ok(sent) => sent.map(drop),
         Err(e) => {
-            let _ = db.execute("ROLLBACK", []).await;
+            db.abandon().await;
             Err(e)
         }
     }

@@ -31,7 +31,8 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub async fn create() -> anyhow::Result<Self> {
         let name = format!("test_{}", unique());
-        let url = format!("{SERVER}/{name}");
+        // As under `spin up`, a URL without `sslmode` would negotiate TLS and verify the certificate.
+        let url = format!("{SERVER}/{name}?sslmode=disable");
         let output = tokio::process::Command::new(repo_root().join("scripts/migrate"))
             .args(["--database-url", &url])
             .output()
