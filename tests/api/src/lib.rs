@@ -11,12 +11,25 @@ use spin_host::{App, AppOptions, Running};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 pub const REDIS: &str = "redis://127.0.0.1:6379";
 pub const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long!";
 /// The workspace confined tokens ([`member`]) work in.
 pub const WORKSPACE: &str = "ws_a";
+/// Another workspace, for what must hold across workspaces.
+pub const OTHER_WORKSPACE: &str = "ws_b";
+/// The longest any request of the harness's client may take: a deadlock fails its test instead of
+/// hanging the suite.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pooled Postgres connections each app may open.
+const POOL_SIZE: usize = 8;
+/// Connections of the shared server left to everything but the tests: migrations, dropping
+/// databases, `psql`, a `scripts/up` running alongside.
+const CONNECTIONS_LEFT_OVER: u32 = 20;
+/// How long a test waits for its share of connections before failing.
+const CONNECTIONS_WAIT: Duration = Duration::from_secs(120);
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -45,12 +58,76 @@ impl TestDatabase {
         Ok(Self { name, url })
     }
 
-    pub async fn client(&self) -> anyhow::Result<tokio_postgres::Client> {
+    /// A connection of its own, counted against the tests' share of the server's connections.
+    pub async fn client(&self) -> anyhow::Result<DbClient> {
+        let permit = connections(1).await;
         let (client, connection) =
             tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
-        Ok(client)
+        Ok(DbClient {
+            client,
+            _permit: permit,
+        })
     }
+}
+
+/// A Postgres connection that holds its share of [`connections`] while open.
+pub struct DbClient {
+    client: tokio_postgres::Client,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for DbClient {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for DbClient {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.client
+    }
+}
+
+/// Takes `count` of the connections the tests of this process may hold at once: what the shared
+/// server allows (`max_connections` less its reserved ones) less [`CONNECTIONS_LEFT_OVER`], so that
+/// however many tests run in parallel, none is refused a connection.
+async fn connections(count: u32) -> OwnedSemaphorePermit {
+    static BUDGET: OnceCell<Arc<Semaphore>> = OnceCell::const_new();
+    let budget = BUDGET
+        .get_or_init(async || {
+            let (client, connection) =
+                tokio_postgres::connect(&format!("{SERVER}/postgres"), tokio_postgres::NoTls)
+                    .await
+                    .expect("the shared Postgres");
+            let connection = tokio::spawn(connection);
+            let allowed: i32 = client
+                .query_one(
+                    "SELECT current_setting('max_connections')::int \
+                     - current_setting('superuser_reserved_connections')::int",
+                    &[],
+                )
+                .await
+                .expect("max_connections")
+                .get(0);
+            drop(client);
+            let _ = connection.await;
+            let budget = (allowed as u32).saturating_sub(CONNECTIONS_LEFT_OVER);
+            assert!(
+                budget as usize >= 2 * POOL_SIZE,
+                "max_connections leaves the tests only {budget} connections"
+            );
+            Arc::new(Semaphore::new(budget as usize))
+        })
+        .await;
+    let waiting = Arc::clone(budget).acquire_many_owned(count);
+    tokio::time::timeout(CONNECTIONS_WAIT, waiting)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("no {count} Postgres connections free within {CONNECTIONS_WAIT:?}")
+        })
+        .expect("the budget is never closed")
 }
 
 impl Drop for TestDatabase {
@@ -99,6 +176,8 @@ pub struct TestApp {
     pub events_channel: String,
     pub http: reqwest::Client,
     _running: Running,
+    /// The connections its pool may open, taken from [`connections`] for as long as it serves.
+    _connections: OwnedSemaphorePermit,
 }
 
 /// Serves the app for one test with its own database.
@@ -124,8 +203,9 @@ pub async fn spawn_app_on(
         .variable("events_channel", format!("test.events.{}", unique()));
     options.use_environment = false;
     options.max_instances = 64;
-    options.postgres_pool_size = 8;
+    options.postgres_pool_size = POOL_SIZE;
     let options = configure(options);
+    let connections = connections(options.postgres_pool_size as u32).await;
     let events_channel = options.variables["events_channel"].clone();
     let app = App::load(&options).expect("the app loads (are the components built?)");
     let running = app
@@ -136,9 +216,18 @@ pub async fn spawn_app_on(
         address: format!("http://{}", running.addr),
         db: Arc::clone(db),
         events_channel,
-        http: reqwest::Client::new(),
+        http: client(),
         _running: running,
+        _connections: connections,
     }
+}
+
+/// An HTTP client whose every request is bounded by [`REQUEST_TIMEOUT`].
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("an HTTP client")
 }
 
 /// Points the app at a port where no Redis listens.
@@ -344,10 +433,24 @@ impl TestApp {
         grant["granted"].as_i64().unwrap()
     }
 
-    /// `allocated` per depth, from `GET /api/resources/usage`, checking each row's arithmetic.
+    /// `allocated` per depth, from `GET /api/resources/usage`, checking each row's arithmetic and
+    /// that [`WORKSPACE`], [`OTHER_WORKSPACE`] and an operator read the same usage: the quotas are one
+    /// pool per depth, shared by every workspace.
     pub async fn allocated(&self) -> Vec<i64> {
-        let body = self.get_ok("/api/resources/usage", &member()).await;
-        body["usage"]
+        let readers = [
+            token(&[Scope::ResourcesRead], Some(WORKSPACE)),
+            token(&[Scope::ResourcesRead], Some(OTHER_WORKSPACE)),
+            token(&[Scope::ResourcesRead], None),
+        ];
+        let mut usages = Vec::new();
+        for reader in &readers {
+            usages.push(self.get_ok("/api/resources/usage", reader).await["usage"].clone());
+        }
+        assert!(
+            usages.iter().all(|usage| *usage == usages[0]),
+            "workspaces see different pools: {usages:?}"
+        );
+        usages[0]
             .as_array()
             .unwrap()
             .iter()
@@ -377,6 +480,45 @@ impl TestApp {
             .batch_execute(statements)
             .await
             .unwrap();
+    }
+
+    /// What any write would change: the row count of every table a write adds to, and the sums that
+    /// change without a new row (counters, versions, heartbeats).
+    pub async fn row_counts(&self) -> Vec<(&'static str, i64)> {
+        let tables = [
+            "workers",
+            "jobs",
+            "allocations",
+            "events",
+            "idempotency_records",
+            "worker_transitions",
+            "job_transitions",
+        ];
+        let mut counts = Vec::new();
+        for table in tables {
+            let count = self
+                .select_int(&format!("SELECT count(*) FROM {table}"))
+                .await;
+            counts.push((table, count));
+        }
+        for (what, sql) in [
+            (
+                "quotas.allocated",
+                "SELECT sum(allocated)::int8 FROM quotas",
+            ),
+            (
+                "workers.version",
+                "SELECT coalesce(sum(version), 0)::int8 FROM workers",
+            ),
+            (
+                "jobs.version",
+                "SELECT coalesce(sum(version), 0)::int8 FROM jobs",
+            ),
+            ("heartbeats", "SELECT count(last_heartbeat_at) FROM workers"),
+        ] {
+            counts.push((what, self.select_int(sql).await));
+        }
+        counts
     }
 
     /// The one integer `sql` selects, e.g. a `count(*)`.
@@ -498,6 +640,33 @@ pub fn assert_error_body(actual: u16, body: &Value, status: u16, code: &str) {
     assert_eq!(body["detail"], body["error"]["message"], "{body}");
 }
 
+/// Asserts an answer is one of `allowed`: `(status, error code)`, the code `""` for a success. An
+/// error must also have the contract's body.
+pub fn assert_one_of(status: u16, body: &Value, allowed: &[(u16, &str)]) {
+    let code = if status < 300 {
+        ""
+    } else {
+        assert_eq!(body["detail"], body["error"]["message"], "{status}: {body}");
+        body["error"]["code"].as_str().unwrap_or_default()
+    };
+    assert!(
+        allowed.contains(&(status, code)),
+        "unexpected {status} {code}: {body}"
+    );
+}
+
+/// The worker state machine of contract §4 written out (the oracle, not core's own table): the
+/// states a worker in `from` may move to, in the contract's order.
+pub fn worker_may_become(from: &str) -> &'static [&'static str] {
+    match from {
+        "IDLE" => &["RUNNING", "TERMINATED"],
+        "RUNNING" => &["PAUSED", "COMPLETED", "FAILED", "TERMINATED"],
+        "PAUSED" => &["RUNNING", "TERMINATED"],
+        "COMPLETED" | "FAILED" | "TERMINATED" => &[],
+        _ => panic!("{from} is no worker state"),
+    }
+}
+
 /// A response read whole, to compare with another.
 #[derive(Debug)]
 pub struct Answer {
@@ -529,14 +698,14 @@ impl Answer {
 }
 
 /// Asserts `replay` is `first` answered again under its `Idempotency-Key`: the same
-/// status, `ETag` and body, byte for byte, marked as a replay where `first` is not.
+/// status, `ETag` (or none) and body, byte for byte, marked as a replay where `first` is not.
 pub fn assert_replay_of(replay: &Answer, first: &Answer) {
     assert!(
         !first.headers.contains_key("idempotent-replayed"),
         "{first:?}"
     );
     assert_eq!(replay.headers["idempotent-replayed"], "true");
-    assert_eq!(replay.headers["etag"], first.headers["etag"]);
+    assert_eq!(replay.headers.get("etag"), first.headers.get("etag"));
     assert_eq!(replay.status, first.status);
     assert_eq!(replay.body, first.body);
 }

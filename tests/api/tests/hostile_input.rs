@@ -30,16 +30,6 @@ const HUGE_BODY_BYTES: usize = 10 * 1024 * 1024;
 const PLACEHOLDER: &str = "__HOSTILE__";
 /// Requests of the table in flight at once.
 const PARALLEL: usize = 16;
-/// The tables whose row counts must not move (with the sums in [`row_counts`]).
-const TABLES: [&str; 7] = [
-    "workers",
-    "jobs",
-    "allocations",
-    "events",
-    "idempotency_records",
-    "worker_transitions",
-    "job_transitions",
-];
 
 // ------------------------------------------------------------------------------------------------
 // A raw HTTP/1.1 client
@@ -188,8 +178,31 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// The contract's error code (§1) for each status the table expects.
+fn code_of(status: u16) -> &'static str {
+    match status {
+        400 => "BAD_REQUEST",
+        404 => "NOT_FOUND",
+        413 => "PAYLOAD_TOO_LARGE",
+        415 => "UNSUPPORTED_MEDIA_TYPE",
+        422 => "VALIDATION_FAILED",
+        _ => panic!("the table expects no {status}"),
+    }
+}
+
+/// Whether a 422's details are `{"fields": [{"field", "message"}, …]}` with at least one field.
+fn names_fields(details: &Value) -> bool {
+    details["fields"].as_array().is_some_and(|fields| {
+        !fields.is_empty()
+            && fields
+                .iter()
+                .all(|f| f["field"].is_string() && f["message"].is_string())
+    })
+}
+
 /// Checks an answer is the case's status with the contract's error body: `detail` equal to
-/// `error.message`, a string `error.code`, an object `error.details`, as JSON.
+/// `error.message`, the status's `error.code`, an object `error.details` (naming the fields of a
+/// 422), as JSON.
 fn check(case: &Case, status: u16, content_type: Option<&str>, body: &[u8]) -> Result<(), String> {
     let label = &case.label;
     let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
@@ -203,10 +216,19 @@ fn check(case: &Case, status: u16, content_type: Option<&str>, body: &[u8]) -> R
         serde_json::from_slice(body).map_err(|_| format!("{label}: body is not JSON: {text}"))?;
     let shaped = json["detail"].is_string()
         && json["detail"] == json["error"]["message"]
-        && json["error"]["code"].is_string()
         && json["error"]["details"].is_object();
     if !shaped {
         return Err(format!("{label}: not the contract's error body: {text}"));
+    }
+    let code = &json["error"]["code"];
+    if *code != code_of(status) {
+        return Err(format!(
+            "{label}: {status} must be {}, got {code}",
+            code_of(status)
+        ));
+    }
+    if status == 422 && !names_fields(&json["error"]["details"]) {
+        return Err(format!("{label}: details name no field: {text}"));
     }
     if !content_type.is_some_and(|ct| ct.starts_with("application/json")) {
         return Err(format!("{label}: content type {content_type:?}"));
@@ -937,32 +959,6 @@ async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
     parts(response).await
 }
 
-async fn row_counts(app: &TestApp) -> Vec<(&'static str, i64)> {
-    let client = app.db.client().await.unwrap();
-    let mut counts = Vec::new();
-    for table in TABLES {
-        let row = client
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .await
-            .unwrap();
-        counts.push((table, row.get::<_, i64>(0)));
-    }
-    // Changes that add no row: counters, versions, heartbeats.
-    for (what, sql) in [
-        (
-            "quotas.allocated",
-            "SELECT sum(allocated)::int8 FROM quotas",
-        ),
-        ("workers.version", "SELECT sum(version)::int8 FROM workers"),
-        ("jobs.version", "SELECT sum(version)::int8 FROM jobs"),
-        ("heartbeats", "SELECT count(last_heartbeat_at) FROM workers"),
-    ] {
-        let row = client.query_one(sql, &[]).await.unwrap();
-        counts.push((what, row.get::<_, i64>(0)));
-    }
-    counts
-}
-
 /// The objects the table aims at, made with valid requests that also carry unusual but valid text
 /// (4 096 four-byte emoji, SQL, right-to-left marks), which must be stored verbatim. Returns the id of
 /// a RUNNING job holding one worker; the worker is RUNNING.
@@ -1067,7 +1063,7 @@ async fn run(app: &TestApp, cases: Vec<Case>) -> Vec<String> {
 async fn hostile_input_is_refused_with_a_4xx_and_writes_nothing() {
     let app = spawn_app().await;
     let job = setup(&app).await;
-    let before = row_counts(&app).await;
+    let before = app.row_counts().await;
 
     let endpoints = endpoints(&job);
     let covered: BTreeSet<(String, String)> = endpoints.iter().map(Endpoint::key).collect();
@@ -1095,7 +1091,7 @@ async fn hostile_input_is_refused_with_a_4xx_and_writes_nothing() {
         failures.join("\n")
     );
 
-    assert_eq!(row_counts(&app).await, before, "no hostile request wrote");
+    assert_eq!(app.row_counts().await, before, "no hostile request wrote");
     still_serves(&app, &job).await;
 }
 
@@ -1105,7 +1101,7 @@ async fn hostile_input_is_refused_with_a_4xx_and_writes_nothing() {
 async fn ten_megabyte_bodies_with_a_length_are_413_everywhere() {
     let app = spawn_app().await;
     let job = setup(&app).await;
-    let before = row_counts(&app).await;
+    let before = app.row_counts().await;
     let huge = bytes_of(HUGE_BODY_BYTES);
     for endpoint in endpoints(&job) {
         let method = reqwest::Method::from_bytes(endpoint.method.as_bytes()).unwrap();
@@ -1139,7 +1135,7 @@ async fn ten_megabyte_bodies_with_a_length_are_413_everywhere() {
         };
         check(&case, status, content_type.as_deref(), &body).unwrap();
     }
-    assert_eq!(row_counts(&app).await, before);
+    assert_eq!(app.row_counts().await, before);
     still_serves(&app, &job).await;
 }
 
@@ -1149,7 +1145,7 @@ async fn ten_megabyte_bodies_with_a_length_are_413_everywhere() {
 async fn a_chunked_body_larger_than_an_instance_is_413_not_a_trap() {
     let app = spawn_app().await;
     let job = setup(&app).await;
-    let before = row_counts(&app).await;
+    let before = app.row_counts().await;
     let case = Case {
         label: "100 MB chunked submit".into(),
         method: "POST",
@@ -1167,7 +1163,7 @@ async fn a_chunked_body_larger_than_an_instance_is_413_not_a_trap() {
         .find(|(name, _)| name == "content-type")
         .map(|(_, value)| value.as_str());
     check(&case, answer.status, content_type, &answer.body).unwrap();
-    assert_eq!(row_counts(&app).await, before);
+    assert_eq!(app.row_counts().await, before);
     still_serves(&app, &job).await;
 }
 
@@ -1178,7 +1174,7 @@ async fn a_chunked_body_larger_than_an_instance_is_413_not_a_trap() {
 async fn raw_bytes_in_the_request_target_never_reach_a_component() {
     let app = spawn_app().await;
     let job = setup(&app).await;
-    let before = row_counts(&app).await;
+    let before = app.row_counts().await;
     let address = app.address.trim_start_matches("http://");
     for target in [
         &b"/api/jobs?status=\xFF"[..],
@@ -1197,7 +1193,7 @@ async fn raw_bytes_in_the_request_target_never_reach_a_component() {
         let answer = send_raw(address, &member(), &case).await;
         assert_eq!(answer.status, 400, "{}", case.label);
     }
-    assert_eq!(row_counts(&app).await, before);
+    assert_eq!(app.row_counts().await, before);
     still_serves(&app, &job).await;
 }
 
