@@ -4,7 +4,8 @@
 
 use api_tests::{
     Answer, TestApp, WORKSPACE, assert_error, assert_invalid_field, assert_not_found,
-    assert_replay_of, parts, spawn_app, supervisor_writer, token, token_for,
+    assert_one_of, assert_replay_of, parts, spawn_app, supervisor_writer, token, token_for,
+    worker_may_become,
 };
 use orchestrator_core::auth::Scope;
 use orchestrator_core::lifecycle::State;
@@ -64,25 +65,22 @@ async fn transitions(app: &TestApp, id: &str) -> Value {
     app.get_ok(&path, &operator()).await
 }
 
-/// Asserts that of `attempts` made at once exactly one got `winner`, and every other a 409.
+/// Asserts that of `attempts` made at once exactly one got `winner`, and every other a 409 `loser`.
 async fn assert_one_wins(
     attempts: impl IntoIterator<Item = impl Future<Output = Response>>,
     winner: u16,
+    loser: &str,
 ) {
-    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
-        .await
-        .into_iter()
-        .map(|response| response.status().as_u16())
-        .collect();
+    let answers = futures_util::future::join_all(attempts.into_iter().map(async |attempt| {
+        let (status, body) = parts(attempt.await).await;
+        assert_one_of(status, &body, &[(winner, ""), (409, loser)]);
+        status
+    }))
+    .await;
     assert_eq!(
-        statuses.iter().filter(|&&s| s == winner).count(),
+        answers.iter().filter(|&&s| s == winner).count(),
         1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 409).count(),
-        statuses.len() - 1,
-        "{statuses:?}"
+        "{answers:?}"
     );
 }
 
@@ -210,43 +208,49 @@ async fn terminate_works_from_idle_running_and_paused() {
     }
 }
 
+/// Each action and the state it asks for, as contract §6 names them.
+const ACTIONS: [(WorkerAction, &str); 6] = [
+    (WorkerAction::Start, "RUNNING"),
+    (WorkerAction::Pause, "PAUSED"),
+    (WorkerAction::Resume, "RUNNING"),
+    (WorkerAction::Complete, "COMPLETED"),
+    (WorkerAction::Fail, "FAILED"),
+    (WorkerAction::Terminate, "TERMINATED"),
+];
+
 #[tokio::test]
 async fn every_forbidden_move_is_409_with_where_the_worker_may_go() {
     let app = spawn_app().await;
+    assert_eq!(ACTIONS.len(), WorkerAction::ALL.len());
     for &state in WorkerState::ALL {
-        for action in WorkerAction::ALL {
-            let id = format!("w_{}_{}", state.as_str().to_lowercase(), action.as_str());
+        let current = state.as_str();
+        for (action, target) in ACTIONS {
+            let id = format!("w_{}_{}", current.to_lowercase(), action.as_str());
             worker_in(&app, &id, state).await;
             let response = act(&app, &id, action, with_reason(action)).await;
-            let target = action.target();
-            if state.can_become(target) {
+            if worker_may_become(current).contains(&target) {
                 let (status, worker) = parts(response).await;
                 assert_eq!(
                     (status, worker["status"].as_str()),
-                    (200, Some(target.as_str())),
+                    (200, Some(target)),
                     "{id}"
                 );
                 continue;
             }
             let body = assert_error(response, 409, "INVALID_STATE_TRANSITION").await;
-            let allowed: Vec<&str> = state.allowed_next().iter().map(|s| s.as_str()).collect();
             assert_eq!(
                 body["error"]["details"],
-                json!({"id": id, "current_state": state.as_str(),
-                       "requested_state": target.as_str(), "allowed": allowed}),
+                json!({"id": id, "current_state": current, "requested_state": target,
+                       "allowed": worker_may_become(current)}),
                 "{id}"
             );
             assert_eq!(
                 body["detail"],
-                format!(
-                    "Worker {id} cannot go from {} to {}",
-                    state.as_str(),
-                    target.as_str()
-                )
+                format!("Worker {id} cannot go from {current} to {target}")
             );
             // A refused move changes nothing and leaves no trace.
             let worker = worker(&app, &id).await;
-            assert_eq!(worker["status"], state.as_str());
+            assert_eq!(worker["status"], current);
             assert_eq!(worker["version"], path_to(state).len() as i64 + 1);
             assert_eq!(
                 transitions(&app, &id).await["total"],
@@ -268,9 +272,9 @@ async fn if_match_guards_every_action() {
     let start = async |if_match: &str| act_if_match("start", &operator(), if_match).await;
     let body = assert_error(start("\"2\"").await, 412, "VERSION_MISMATCH").await;
     assert_eq!(body["error"]["details"]["current_version"], 1);
-    let worker = worker(&app, "w_v").await;
+    let unchanged = worker(&app, "w_v").await;
     assert_eq!(
-        (worker["status"].as_str(), worker["version"].as_i64()),
+        (unchanged["status"].as_str(), unchanged["version"].as_i64()),
         (Some("IDLE"), Some(1))
     );
     assert_eq!(transitions(&app, "w_v").await["total"], 1);
@@ -288,6 +292,42 @@ async fn if_match_guards_every_action() {
     let outsider = supervisor_writer(Some("ws_b"));
     let response = act_if_match("resume", &outsider, "\"99\"").await;
     assert_not_found(response).await;
+
+    // Every action, from a state it may leave: a stale tag is refused and changes nothing, the
+    // current one goes through.
+    for (action, target) in ACTIONS {
+        let from = [WorkerState::Idle, WorkerState::Running, WorkerState::Paused]
+            .into_iter()
+            .find(|state| worker_may_become(state.as_str()).contains(&target))
+            .expect("some live state allows it");
+        let id = format!("w_v_{}", action.as_str());
+        worker_in(&app, &id, from).await;
+        let version = path_to(from).len() as i64 + 1;
+        let path = format!("/api/supervisor/workers/{id}/{}", action.as_str());
+        let send = async |tag: String| {
+            app.post_with(&path, &operator(), ("if-match", &tag), with_reason(action))
+                .await
+        };
+        let stale = send(format!("\"{}\"", version - 1)).await;
+        let body = assert_error(stale, 412, "VERSION_MISMATCH").await;
+        assert_eq!(body["error"]["details"]["current_version"], version, "{id}");
+        let unchanged = worker(&app, &id).await;
+        assert_eq!(
+            (unchanged["status"].as_str(), unchanged["version"].as_i64()),
+            (Some(from.as_str()), Some(version)),
+            "{id}"
+        );
+        assert_eq!(transitions(&app, &id).await["total"], version, "{id}");
+
+        let response = send(format!("\"{version}\"")).await;
+        assert_eq!(response.headers()["etag"], format!("\"{}\"", version + 1));
+        let (status, moved) = parts(response).await;
+        assert_eq!(
+            (status, moved["status"].as_str()),
+            (200, Some(target)),
+            "{id}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -504,7 +544,7 @@ async fn concurrent_moves_of_one_worker_are_decided_one_at_a_time() {
     let app = spawn_app().await;
     app.register_worker("w_race", WORKSPACE).await;
     let attempts = (0..8).map(|_| act(&app, "w_race", WorkerAction::Start, None));
-    assert_one_wins(attempts, 200).await;
+    assert_one_wins(attempts, 200, "INVALID_STATE_TRANSITION").await;
     let worker = worker(&app, "w_race").await;
     assert_eq!(
         (worker["status"].as_str(), worker["version"].as_i64()),
@@ -522,7 +562,7 @@ async fn concurrent_registrations_of_one_id_create_one_worker() {
         let body = json!({"id": "w_twin", "workspace_id": WORKSPACE});
         app.post("/api/supervisor/workers", &operator, body)
     });
-    assert_one_wins(attempts, 201).await;
+    assert_one_wins(attempts, 201, "ALREADY_EXISTS").await;
     assert_eq!(app.select_int("SELECT count(*) FROM workers").await, 1);
     assert_eq!(
         app.select_int("SELECT count(*) FROM worker_transitions")
