@@ -1,8 +1,12 @@
 //! Job trees through the host: a cancel cascades to every live descendant in one transaction, freeing
 //! their workers, and stays correct while submissions, allocations and other cancels race with it.
 
-use api_tests::{TestApp, member, parts, spawn_app};
+use api_tests::{TestApp, assert_error_body, assert_one_of, member, parts, spawn_app};
+use reqwest::Method;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// POSTs as a [`member`] and returns the status and JSON body.
 async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
@@ -132,12 +136,18 @@ async fn canceling_a_root_cascades_through_the_tree_and_frees_its_workers() {
     // A canceled tree takes no new children, and canceling it again is refused.
     let body =
         json!({"task_description": "late", "worker_count": 1, "depth": 2, "parent_job_id": live});
-    assert_eq!(post(&app, "/api/jobs/submit", body).await.0, 409);
+    let (status, refused) = post(&app, "/api/jobs/submit", body).await;
+    assert_error_body(status, &refused, 409, "INVALID_STATE_TRANSITION");
     assert_eq!(
-        post(&app, &format!("/api/jobs/{live}/cancel"), json!({}))
-            .await
-            .0,
-        409
+        refused["error"]["details"],
+        json!({"parent_job_id": live, "parent_state": "CANCELED"})
+    );
+    let (status, refused) = post(&app, &format!("/api/jobs/{live}/cancel"), json!({})).await;
+    assert_error_body(status, &refused, 409, "INVALID_STATE_TRANSITION");
+    assert_eq!(
+        refused["error"]["details"],
+        json!({"id": live, "current_state": "CANCELED", "requested_state": "CANCELED",
+               "allowed": []})
     );
 }
 
@@ -158,38 +168,103 @@ async fn canceling_a_subtree_leaves_its_ancestors_alone() {
     app.submit_at(1, Some(&root)).await;
 }
 
+/// When a request was sent and when its answer arrived.
+type Span = (Instant, Instant);
+
+fn overlap(a: &Span, b: &Span) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_racing_with_submissions_misses_no_child() {
     let app = spawn_app().await;
     let root = app.submit_at(0, None).await;
     let child = app.submit_at(1, Some(&root)).await;
     let grandchild = app.submit_at(2, Some(&child)).await;
+    let parents = [
+        (1, root.clone()),
+        (2, child.clone()),
+        (3, grandchild.clone()),
+    ];
 
-    let url = |path: &str| format!("{}{path}", app.address);
     let send = |path: String, body: Value| {
-        let request = app.http.post(url(&path)).bearer_auth(member()).json(&body);
-        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
-    };
-    let mut racers = Vec::new();
-    for n in 0..30 {
-        // Children at every level of the tree, submitted while the root is being canceled.
-        let (depth, parent) = match n % 3 {
-            0 => (1, &root),
-            1 => (2, &child),
-            _ => (3, &grandchild),
-        };
-        let body = json!({"task_description": format!("racer {n}"), "worker_count": 1, "depth": depth, "parent_job_id": parent});
-        racers.push(send("/api/jobs/submit".to_owned(), body));
-        if n == 10 {
-            racers.push(send(format!("/api/jobs/{root}/cancel"), json!({})));
+        let request = app
+            .request(Method::POST, &path, Some(&member()))
+            .json(&body);
+        async move {
+            let sent = Instant::now();
+            let (status, body) = parts(request.send().await.expect("an answer")).await;
+            (status, body, (sent, Instant::now()))
         }
+    };
+    let canceled = Arc::new(AtomicBool::new(false));
+    // Submitters keep adding children at every level of the tree until they see the cancel answered,
+    // then send one more each: submissions before, during and after the cancel.
+    let submitters = parents.iter().map(|(depth, parent)| {
+        let canceled = Arc::clone(&canceled);
+        let send = &send;
+        async move {
+            let mut answers = Vec::new();
+            loop {
+                let done = canceled.load(Ordering::SeqCst);
+                let body = json!({"task_description": "racer", "worker_count": 1,
+                                  "depth": depth, "parent_job_id": parent});
+                answers.push(send("/api/jobs/submit".to_owned(), body).await);
+                if done {
+                    return answers;
+                }
+            }
+        }
+    });
+    let cancel = async {
+        // Let the submitters get going first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let answer = send(format!("/api/jobs/{root}/cancel"), json!({})).await;
+        canceled.store(true, Ordering::SeqCst);
+        answer
+    };
+    let (submissions, cancel) = tokio::join!(futures_util::future::join_all(submitters), cancel);
+    let submissions: Vec<_> = submissions.into_iter().flatten().collect();
+
+    let (code, body, cancel_span) = cancel;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("CANCELED")),
+        "{body}"
+    );
+    for (code, body, _) in &submissions {
+        assert_one_of(*code, body, &[(201, ""), (409, "INVALID_STATE_TRANSITION")]);
     }
-    for racer in racers {
-        let code = racer.await.unwrap();
-        assert!([200, 201, 409].contains(&code), "unexpected {code}");
+    let during = submissions
+        .iter()
+        .filter(|(.., span)| overlap(span, &cancel_span))
+        .count();
+    let accepted = submissions.iter().filter(|(s, ..)| *s == 201).count();
+    let refused = submissions.len() - accepted;
+    eprintln!(
+        "{} submissions: {accepted} accepted, {refused} refused, {during} in flight during the cancel",
+        submissions.len()
+    );
+    assert!(during > 0, "no submission overlapped the cancel");
+    assert!(
+        accepted > 0 && refused > 0,
+        "the cancel did not land among the submissions"
+    );
+    // Whatever was sent after the cancel was answered finds the tree canceled.
+    for (code, body, span) in &submissions {
+        if span.0 > cancel_span.1 {
+            assert_eq!(*code, 409, "{body}");
+        }
     }
     assert_eq!(status(&app, &root).await, "CANCELED");
     assert_eq!(live_jobs_under_ended_parents(&app).await, 0);
+    let live = app
+        .select_int("SELECT count(*) FROM jobs WHERE status IN ('SUBMITTED', 'PENDING', 'RUNNING')")
+        .await;
+    assert_eq!(
+        live, 0,
+        "every job of the tree, racers included, is canceled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -237,7 +312,14 @@ async fn overlapping_cancels_and_allocations_do_not_deadlock() {
     }
     for racer in racers {
         let (code, body) = racer.await.unwrap();
-        assert!([200, 201, 409].contains(&code), "unexpected {code}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{code}: {body}"));
+        let allowed = [
+            (200, ""),
+            (201, ""),
+            (409, "QUOTA_EXCEEDED"),
+            (409, "INVALID_STATE_TRANSITION"),
+        ];
+        assert_one_of(code, &body, &allowed);
     }
     for (job, _) in &tree {
         assert_eq!(status(&app, job).await, "CANCELED", "{job}");
