@@ -2,8 +2,8 @@
 //! with the jobs they change, their events, and many allocations racing for one depth.
 
 use api_tests::{
-    TestApp, assert_error, assert_generated_id, assert_invalid_field, assert_not_found, member,
-    numbers, parts, spawn_app, spawn_app_with, token,
+    OTHER_WORKSPACE, TestApp, all_scopes, assert_error, assert_generated_id, assert_invalid_field,
+    assert_not_found, member, numbers, parts, spawn_app, spawn_app_with, token,
 };
 use orchestrator_core::auth::Scope;
 use reqwest::Method;
@@ -126,6 +126,50 @@ async fn allocations_grant_what_is_left_and_add_up_per_job() {
             (b.as_str(), &json!("PENDING"))
         ]
     );
+}
+
+/// Contract §2: quotas are one global pool per depth, not one per workspace.
+#[tokio::test]
+async fn workspaces_draw_on_one_pool_per_depth() {
+    let app = spawn_app().await;
+    let other = token(&all_scopes(), Some(OTHER_WORKSPACE));
+    let ours = app.submit_at(0, None).await;
+    let body = json!({"task_description": "theirs", "worker_count": 5});
+    let theirs = app.submit_job(&other, body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let allocate_theirs = async |workers: i64| {
+        let body = json!({"job_id": theirs, "depth": 0, "worker_count": workers});
+        app.post("/api/resources/allocate", &other, body).await
+    };
+
+    assert_eq!(app.granted(&ours, 0, 7).await, 7);
+    // Of depth 0's 10, what the first workspace took is gone for the second.
+    let (status, grant) = parts(allocate_theirs(5).await).await;
+    assert_eq!(
+        (status, grant["granted"].as_i64()),
+        (201, Some(3)),
+        "{grant}"
+    );
+    assert_eq!(app.allocated().await, [10, 0, 0, 0, 0, 0]);
+    for refused in [allocate_theirs(1).await, app.allocate(&ours, 0, 1).await] {
+        let body = assert_error(refused, 409, "QUOTA_EXCEEDED").await;
+        assert_eq!(
+            body["error"]["details"],
+            json!({"depth": 0, "requested": 1, "available": 0})
+        );
+    }
+
+    // What the second workspace gives back, the first may take.
+    let release = json!({"job_id": theirs, "depth": 0});
+    let (status, released) = parts(app.post("/api/resources/release", &other, release).await).await;
+    assert_eq!(
+        (status, released["released_workers"].as_i64()),
+        (200, Some(3))
+    );
+    assert_eq!(app.granted(&ours, 0, 3).await, 3);
+    assert_eq!(app.allocated().await, [10, 0, 0, 0, 0, 0]);
 }
 
 #[tokio::test]
