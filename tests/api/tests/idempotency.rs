@@ -1,0 +1,291 @@
+//! Idempotency keys through the host (contract §3): a duplicate of a request still in flight is
+//! refused with 409, a key is scoped to (token `sub`, method, path), `Request-Id` is its alias, it
+//! lives for `idempotency_ttl_seconds`, Postgres answers a replay when Redis has lost the key, and
+//! every kind of write replays without a second change.
+
+use api_tests::{
+    Answer, REDIS, TestApp, WORKSPACE, assert_error_body, assert_replay_of, member, spawn_app,
+    spawn_app_with, supervisor_writer, token_for, unique,
+};
+use orchestrator_core::auth::Scope;
+use orchestrator_core::idempotency::{IdempotencyKey, scope_key};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const WORKERS: &str = "/api/supervisor/workers";
+/// How long a duplicate may take to be refused: the service answers it from Redis without waiting
+/// for the first request, so anything near this means it waited.
+const REFUSAL_WITHIN: Duration = Duration::from_secs(5);
+
+/// POSTs `body` with `header: key` as `bearer`, read whole.
+async fn send_keyed(
+    app: &TestApp,
+    path: &str,
+    bearer: &str,
+    (header, key): (&str, &str),
+    body: &Value,
+) -> Answer {
+    let response = app
+        .post_with(path, bearer, (header, key), Some(body.clone()))
+        .await;
+    Answer::read(response).await
+}
+
+/// POSTs `body` under `Idempotency-Key: key` as an operator of workers.
+async fn keyed(app: &TestApp, path: &str, key: &str, body: &Value) -> Answer {
+    let bearer = supervisor_writer(None);
+    send_keyed(app, path, &bearer, ("Idempotency-Key", key), body).await
+}
+
+/// Waits until a connection to the app's database waits for a lock: the request holding `key` is
+/// then inside its transaction, past taking the key.
+async fn until_a_request_waits_for_a_lock(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    while app.select_int(waiting).await == 0 {
+        assert!(Instant::now() < deadline, "no request waits for the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_of_a_request_still_in_flight_is_refused_with_409_in_use() {
+    let app = spawn_app().await;
+    app.register_worker("w_held", WORKSPACE).await;
+    app.move_worker("w_held", "start", None).await;
+    let path = "/api/supervisor/workers/w_held/pause";
+    let body = json!({"reason": "held"});
+    let key = format!("held-{}", unique());
+
+    // The test holds the worker's row lock, so the first pause waits inside its transaction,
+    // holding the key, until the test lets go.
+    let mut holder = app.db.client().await.unwrap();
+    let lock = holder.transaction().await.unwrap();
+    lock.execute("SELECT 1 FROM workers WHERE id = 'w_held' FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let first = app
+        .request(Method::POST, path, Some(&supervisor_writer(None)))
+        .header("Idempotency-Key", &key)
+        .json(&body);
+    let first = tokio::spawn(async move { Answer::read(first.send().await.unwrap()).await });
+    until_a_request_waits_for_a_lock(&app).await;
+
+    let duplicate = tokio::time::timeout(REFUSAL_WITHIN, keyed(&app, path, &key, &body))
+        .await
+        .expect("the duplicate is refused at once, not made to wait for the first");
+    assert_error_answer(&duplicate, 409, "IDEMPOTENCY_KEY_IN_USE");
+    assert!(!first.is_finished(), "the first request went past the lock");
+
+    lock.rollback().await.unwrap();
+    let first = first.await.unwrap();
+    assert_eq!((first.status, first.replayed()), (200, false), "{first:?}");
+    assert_eq!(first.json()["status"], "PAUSED");
+    // The refused duplicate left no record of its own: a retry now replays the first.
+    assert_replay_of(&keyed(&app, path, &key, &body).await, &first);
+    let moves = "SELECT count(*) FROM worker_transitions WHERE to_state = 'PAUSED'";
+    assert_eq!(app.select_int(moves).await, 1);
+}
+
+/// Asserts an answer read whole is the contract's error `code` with `status`.
+fn assert_error_answer(answer: &Answer, status: u16, code: &str) {
+    assert_error_body(answer.status, &answer.json(), status, code);
+}
+
+#[tokio::test]
+async fn a_key_is_scoped_to_the_tokens_subject_and_the_path() {
+    let app = spawn_app().await;
+    let writer = |sub: &str| token_for(sub, &[Scope::SupervisorRead, Scope::SupervisorWrite], None);
+    let (alice, bob) = (writer("alice"), writer("bob"));
+    let key = ("Idempotency-Key", "shared-key");
+    // No id: a replay would carry the first answer's generated id.
+    let registration = json!({"workspace_id": WORKSPACE});
+
+    let by_alice = send_keyed(&app, WORKERS, &alice, key, &registration).await;
+    let by_bob = send_keyed(&app, WORKERS, &bob, key, &registration).await;
+    for answer in [&by_alice, &by_bob] {
+        assert_eq!(
+            (answer.status, answer.replayed()),
+            (201, false),
+            "{answer:?}"
+        );
+    }
+    assert_ne!(by_alice.json()["id"], by_bob.json()["id"]);
+    assert_replay_of(
+        &send_keyed(&app, WORKERS, &alice, key, &registration).await,
+        &by_alice,
+    );
+
+    // The same subject, key and body on another path is another request.
+    let mut started = Vec::new();
+    for answer in [&by_alice, &by_bob] {
+        let id = answer.json()["id"].as_str().unwrap().to_owned();
+        let path = format!("{WORKERS}/{id}/start");
+        started.push(send_keyed(&app, &path, &alice, key, &json!({})).await);
+    }
+    for answer in &started {
+        assert_eq!(
+            (answer.status, answer.replayed()),
+            (200, false),
+            "{answer:?}"
+        );
+        assert_eq!(answer.json()["status"], "RUNNING");
+    }
+    // The method is part of the scope too, but only POSTs take keys: there is no other method to
+    // send the key with.
+    assert_eq!(app.select_int("SELECT count(*) FROM workers").await, 2);
+    assert_eq!(
+        app.select_int("SELECT count(*) FROM idempotency_records")
+            .await,
+        4
+    );
+}
+
+#[tokio::test]
+async fn request_id_is_an_alias_of_the_idempotency_key() {
+    let app = spawn_app().await;
+    let bearer = supervisor_writer(None);
+    let registration = json!({"workspace_id": WORKSPACE});
+    let by_alias = ("Request-Id", "alias-key");
+
+    let first = send_keyed(&app, WORKERS, &bearer, by_alias, &registration).await;
+    assert_eq!((first.status, first.replayed()), (201, false), "{first:?}");
+    assert_replay_of(
+        &send_keyed(&app, WORKERS, &bearer, by_alias, &registration).await,
+        &first,
+    );
+    // Either header names the same key.
+    assert_replay_of(
+        &keyed(&app, WORKERS, "alias-key", &registration).await,
+        &first,
+    );
+    let other = json!({"workspace_id": "ws_b"});
+    let reused = send_keyed(&app, WORKERS, &bearer, by_alias, &other).await;
+    assert_error_answer(&reused, 422, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(app.select_int("SELECT count(*) FROM workers").await, 1);
+}
+
+#[tokio::test]
+async fn a_key_can_be_used_again_once_its_ttl_is_over() {
+    const TTL: Duration = Duration::from_secs(1);
+    let app = spawn_app_with(|options| {
+        options.variable("idempotency_ttl_seconds", TTL.as_secs().to_string())
+    })
+    .await;
+    let first_body = json!({"workspace_id": WORKSPACE});
+    let first = keyed(&app, WORKERS, "short-lived", &first_body).await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let other_body = json!({"workspace_id": "ws_b"});
+    let reused = keyed(&app, WORKERS, "short-lived", &other_body).await;
+    assert_error_answer(&reused, 422, "IDEMPOTENCY_KEY_REUSED");
+
+    // Past the TTL in Redis and in Postgres (their clocks tick whole seconds).
+    tokio::time::sleep(TTL * 2 + Duration::from_millis(200)).await;
+    let later = keyed(&app, WORKERS, "short-lived", &other_body).await;
+    assert_eq!((later.status, later.replayed()), (201, false), "{later:?}");
+    assert_eq!(later.json()["workspace_id"], "ws_b");
+    assert_eq!(app.select_int("SELECT count(*) FROM workers").await, 2);
+}
+
+/// Deletes what Redis caches of `key` as `sub` used it on `POST path`, asserting there was a record.
+async fn forget_in_redis(sub: &str, path: &str, key: &str) {
+    let key = IdempotencyKey::parse(key).unwrap();
+    // The prefix holds the app's namespace; the scope key is a digest unique to this test's key.
+    let pattern = format!(
+        "orchestrator:*:idempotency:{}",
+        scope_key(sub, "POST", path, &key)
+    );
+    let mut redis = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let cached: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(cached.len(), 1, "{pattern}: {cached:?}");
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&cached)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+}
+
+#[tokio::test]
+async fn postgres_answers_a_replay_once_redis_has_lost_the_key() {
+    let app = spawn_app().await;
+    let key = format!("forgotten-{}", unique());
+    let registration = json!({"workspace_id": WORKSPACE});
+    let first = keyed(&app, WORKERS, &key, &registration).await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let before = app.row_counts().await;
+
+    // `supervisor_writer` tokens are for `sub` "tester".
+    forget_in_redis("tester", WORKERS, &key).await;
+    assert_replay_of(&keyed(&app, WORKERS, &key, &registration).await, &first);
+    let other = json!({"workspace_id": "ws_b"});
+    assert_error_answer(
+        &keyed(&app, WORKERS, &key, &other).await,
+        422,
+        "IDEMPOTENCY_KEY_REUSED",
+    );
+    assert_eq!(app.row_counts().await, before, "a replay changes nothing");
+}
+
+/// Sends `body` to `path` twice under one key as a [`member`]: the second is the first replayed,
+/// and changes nothing. Returns the first answer.
+async fn assert_replayed_without_change(app: &TestApp, path: &str, body: Value) -> Answer {
+    let key = format!("replay-{}", unique());
+    let bearer = member();
+    let send = async || send_keyed(app, path, &bearer, ("Idempotency-Key", &key), &body).await;
+    let first = send().await;
+    assert!(
+        (200..300).contains(&first.status) && !first.replayed(),
+        "{path}: {first:?}"
+    );
+    let after_first = app.row_counts().await;
+    assert_replay_of(&send().await, &first);
+    assert_eq!(
+        app.row_counts().await,
+        after_first,
+        "{path}: the replay wrote"
+    );
+    first
+}
+
+#[tokio::test]
+async fn keyed_allocate_release_cancel_complete_and_fail_replay_without_a_second_change() {
+    let app = spawn_app().await;
+    let job = app.submit_at(0, None).await;
+    let allocation = json!({"job_id": job, "depth": 0, "worker_count": 2});
+    let granted = assert_replayed_without_change(&app, "/api/resources/allocate", allocation).await;
+    assert_eq!(granted.json()["granted"], 2);
+    let release = json!({"job_id": job, "depth": 0});
+    let released = assert_replayed_without_change(&app, "/api/resources/release", release).await;
+    assert_eq!(released.json()["released_workers"], 2);
+    assert_eq!(app.allocated().await, [0; 6]);
+
+    let canceled = assert_replayed_without_change(
+        &app,
+        &format!("/api/jobs/{job}/cancel"),
+        json!({"reason": "once"}),
+    )
+    .await;
+    assert_eq!(canceled.json()["status"], "CANCELED");
+    for (action, body, status) in [
+        ("complete", json!({"result": {"n": 1}}), "COMPLETED"),
+        ("fail", json!({"error": "once"}), "FAILED"),
+    ] {
+        let job = app.submit_at(0, None).await;
+        assert_eq!(app.granted(&job, 0, 1).await, 1);
+        let path = format!("/api/jobs/{job}/{action}");
+        let ended = assert_replayed_without_change(&app, &path, body).await;
+        assert_eq!(ended.json()["status"], status);
+    }
+    assert_eq!(app.allocated().await, [0; 6]);
+}
