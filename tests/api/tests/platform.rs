@@ -9,6 +9,7 @@ use api_tests::{
     spawn_app_with, texts, without_postgres, without_redis,
 };
 use orchestrator_core::auth::{AuthConfig, Scope, authenticate};
+use orchestrator_core::credentials::{DUMMY_HASH, verify_secret};
 use orchestrator_core::ids::WorkspaceId;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
@@ -366,6 +367,19 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
+/// The least one Argon2id verification with the service's parameters takes natively: a floor for
+/// what it costs inside a WebAssembly instance, which runs the same code no faster.
+fn native_verification() -> Duration {
+    (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            assert!(!verify_secret(Some(DUMMY_HASH), "wrong"));
+            start.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
 /// Unknown client ids cost an Argon2id verification too (against a dummy
 /// hash), so timing does not tell which ids exist. Prints the times seen.
 #[tokio::test]
@@ -388,11 +402,21 @@ async fn unknown_clients_cost_as_much_as_wrong_secrets() {
         baseline.push(timed(422, async || status_of(malformed.clone()).await).await);
     }
     let (wrong, unknown, baseline) = (median(wrong), median(unknown), median(baseline));
+    let verification = native_verification();
     eprintln!(
         "token endpoint medians: wrong secret {wrong:?}, unknown client {unknown:?}, \
-         malformed body {baseline:?} (so one Argon2id verification takes about {:?})",
+         malformed body {baseline:?} (so one Argon2id verification takes about {:?}; \
+         natively at least {verification:?})",
         wrong.saturating_sub(baseline)
     );
+    // Each refusal costs a verification on top of what a request without one costs: alike but
+    // both cheap would hide no client id and protect no secret.
+    for (what, time) in [("wrong secret", wrong), ("unknown client", unknown)] {
+        assert!(
+            time.saturating_sub(baseline) >= verification,
+            "{what} {time:?} is not a verification ({verification:?}) above {baseline:?}"
+        );
+    }
     // Without the dummy verification an unknown client would be answered
     // many times faster; generous bounds keep this steady on a busy machine.
     assert!(
