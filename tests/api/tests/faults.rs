@@ -22,12 +22,32 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a fault's end may take to be noticed by the service.
 const RECOVERY: Duration = Duration::from_secs(10);
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+/// How many ports a server is tried on before the test gives up.
+const PORT_ATTEMPTS: usize = 5;
+
+/// A port nobody listens on right now, outside the kernel's ephemeral range: a port that
+/// `bind(0)` or an outgoing connection handed out could be taken again before the server this is
+/// for binds it (the host of a parallel test listens on such ports). Random, so that tests starting
+/// servers at once pick different ones; a server that still finds its port taken is started on
+/// another ([`PORT_ATTEMPTS`]).
+fn spare_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral > 11_000 {
+        (10_000, ephemeral)
+    } else {
+        (61_000, u16::MAX)
+    };
+    loop {
+        let random = RandomState::new().hash_one(Instant::now());
+        let port = low + (random % u64::from(high - low)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits until something accepts connections on `port`.
@@ -61,25 +81,41 @@ struct ThrowawayRedis {
 
 impl ThrowawayRedis {
     fn start() -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            process: None,
-        };
-        redis.resume();
-        redis
+        for _ in 0..PORT_ATTEMPTS {
+            let mut redis = Self {
+                port: spare_port(),
+                process: None,
+            };
+            if redis.try_resume() {
+                return redis;
+            }
+        }
+        panic!("redis-server found its port taken {PORT_ATTEMPTS} times");
     }
 
     /// Starts the server again on the same port, empty.
     fn resume(&mut self) {
-        let process = Command::new("redis-server")
+        assert!(self.try_resume(), "port {} was taken meanwhile", self.port);
+    }
+
+    /// Starts the server on its port; `false` when what listens there is not the server started.
+    fn try_resume(&mut self) -> bool {
+        let mut process = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (scripts/setup installs it)");
-        self.process = Some(process);
         wait_for_port(self.port);
+        // Something listening is not enough: it must be this process, not one that had the port.
+        if redis_process_id(self.port) != Some(process.id()) {
+            let _ = process.kill();
+            let _ = process.wait();
+            return false;
+        }
+        self.process = Some(process);
+        true
     }
 
     fn stop(&mut self) {
@@ -92,6 +128,29 @@ impl ThrowawayRedis {
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+}
+
+/// The `process_id` the Redis server on `port` reports, once it answers.
+fn redis_process_id(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + SERVER_READY;
+    while Instant::now() < deadline {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(b"INFO server\r\n").ok()?;
+        let mut reply = vec![0; 64 * 1024];
+        let read = stream.read(&mut reply).ok()?;
+        let reply = String::from_utf8_lossy(&reply[..read]);
+        // A server still loading answers `-LOADING …`: ask again.
+        if let Some(line) = reply
+            .lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+        {
+            return line.trim().parse().ok();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 impl Drop for ThrowawayRedis {
@@ -116,9 +175,9 @@ impl ThrowawayPostgres {
     fn start() -> Self {
         let root = std::env::temp_dir().join(format!("orchestrator-faults-{}", unique()));
         std::fs::create_dir_all(&root).expect("a temporary directory");
-        let postgres = Self {
+        let mut postgres = Self {
             root,
-            port: free_port(),
+            port: spare_port(),
             tools: postgres_tools(),
             as_postgres_user: running_as_root(),
         };
@@ -137,7 +196,17 @@ impl ThrowawayPostgres {
                 "--encoding=UTF8",
                 "--locale=C",
             ]));
-        postgres.resume();
+        // `pg_ctl start` fails when the port was taken meanwhile: then try another.
+        let mut attempts = 1;
+        while !postgres.try_resume() {
+            assert!(
+                attempts < PORT_ATTEMPTS,
+                "postgres failed to start {PORT_ATTEMPTS} times: {}",
+                std::fs::read_to_string(postgres.root.join("server.log")).unwrap_or_default()
+            );
+            attempts += 1;
+            postgres.port = spare_port();
+        }
         run(Command::new(repo_root().join("scripts/migrate"))
             .args(["--database-url", &postgres.database_url()]));
         postgres
@@ -161,18 +230,29 @@ impl ThrowawayPostgres {
 
     /// Starts the server on its port; returns when it accepts connections.
     fn resume(&self) {
+        assert!(
+            self.try_resume(),
+            "postgres did not start again on {}",
+            self.port
+        );
+    }
+
+    /// Starts the server on its port; `false` if it did not start (its port was taken).
+    fn try_resume(&self) -> bool {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.root.display()
         );
-        run(self
-            .tool("pg_ctl")
+        self.tool("pg_ctl")
             .arg("-D")
             .arg(self.data())
             .arg("-l")
             .arg(self.root.join("server.log"))
-            .args(["-o", &options, "-w", "-t", "30", "start"]));
+            .args(["-o", &options, "-w", "-t", "30", "start"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
     }
 
     /// Stops the server: `mode` "fast" terminates open sessions and rolls
@@ -559,15 +639,15 @@ struct Ack {
 #[derive(Default)]
 struct ClientLog {
     acks: Vec<Ack>,
-    unavailable: usize,
-    connection_errors: usize,
+    /// When each of the contract's 503s arrived.
+    unavailable_at: Vec<Instant>,
     /// Attempts the client stopped waiting for on purpose: outcome unknown.
     abandoned: usize,
     /// Retries that found an abandoned attempt still running (409 `IDEMPOTENCY_KEY_IN_USE`).
     still_in_flight: usize,
-    /// Answers the contract does not allow here; each fails the test.
+    /// Answers the contract does not allow here, and connections lost without an answer; each
+    /// fails the test.
     failures: Vec<String>,
-    failed_at: Vec<Instant>,
     slowest: Duration,
 }
 
@@ -593,7 +673,10 @@ enum Next {
 
 impl ClientLog {
     /// Sends a keyed write until it is acknowledged, retrying 503s and lost
-    /// connections with the same key, as a careful client does.
+    /// connections with the same key, as a careful client does. A lost
+    /// connection is still a failure: only Postgres goes away, the service in
+    /// front of it stays up and must answer every request (with a 503 while
+    /// it cannot reach the database), so none of its connections may drop.
     async fn acknowledge(
         &mut self,
         app: &FaultApp,
@@ -623,9 +706,10 @@ impl ClientLog {
                         .push(format!("{path}: no answer within {REQUEST_TIMEOUT:?}"));
                     Next::GiveUp
                 }
-                Err(_) => {
-                    self.connection_errors += 1;
-                    self.failed_at.push(Instant::now());
+                Err(e) => {
+                    self.failures.push(format!(
+                        "{path} [{key}]: no answer, the connection was lost: {e}"
+                    ));
                     Next::Retry
                 }
                 Ok(response) => {
@@ -669,8 +753,7 @@ impl ClientLog {
             body["detail"].is_string() && body["detail"] == body["error"]["message"];
         match (status.as_u16(), body["error"]["code"].as_str()) {
             (503, Some("UNAVAILABLE")) if retry_after && contract_body => {
-                self.unavailable += 1;
-                self.failed_at.push(Instant::now());
+                self.unavailable_at.push(Instant::now());
                 Next::Retry
             }
             (409, Some("IDEMPOTENCY_KEY_IN_USE")) if in_doubt && contract_body => {
@@ -842,8 +925,28 @@ async fn restart_under_load(mode: &'static str) {
 
     let after_restart = acks.iter().filter(|ack| ack.at > restarted).count();
     assert!(after_restart > 0, "nothing succeeded after the restart");
-    let failed_at: Vec<Instant> = logs.iter().flat_map(|log| log.failed_at.clone()).collect();
-    let outage = match (failed_at.iter().min(), failed_at.iter().max()) {
+    // The outage was seen as the contract says, 503 with Retry-After (anything else is among the
+    // failures above), and only while Postgres was away or being reached again.
+    let unavailable_at: Vec<Instant> = logs
+        .iter()
+        .flat_map(|log| log.unavailable_at.clone())
+        .collect();
+    assert!(
+        !unavailable_at.is_empty(),
+        "no 503 while Postgres was down: the outage went unseen"
+    );
+    let outside: Vec<Duration> = unavailable_at
+        .iter()
+        .filter(|at| **at < stopping || **at > restarted + RECOVERY)
+        .map(|at| at.duration_since(began))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "503s outside the outage ({:?} to {:?} after the start): {outside:?}",
+        stopping.duration_since(began),
+        (restarted + RECOVERY).duration_since(began)
+    );
+    let outage = match (unavailable_at.iter().min(), unavailable_at.iter().max()) {
         (Some(first), Some(last)) => last.duration_since(*first),
         _ => Duration::ZERO,
     };
@@ -851,14 +954,13 @@ async fn restart_under_load(mode: &'static str) {
     println!(
         "postgres stop -m {mode} under {CLIENTS} clients for {LOAD:?}: {} writes acknowledged \
          ({after_restart} after the restart), 0 lost, 0 duplicated; stopping took {:?}, down \
-         {:?}; clients saw failures for {outage:?}: {} answered 503, {} lost connections; \
+         {:?}; clients saw 503s for {outage:?}: {} answered 503, 0 lost connections; \
          {} attempts abandoned by the client, {} retries found them in flight (409), \
          {} acknowledged by a replay; slowest answer {:?}",
         acks.len(),
         stopped.duration_since(stopping),
         restarted.duration_since(stopped),
-        total(|log| log.unavailable),
-        total(|log| log.connection_errors),
+        unavailable_at.len(),
         total(|log| log.abandoned),
         total(|log| log.still_in_flight),
         acks.iter().filter(|ack| ack.replayed).count(),
