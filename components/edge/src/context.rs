@@ -1,9 +1,11 @@
 //! Who is calling, under which configuration: established once per request,
-//! after routing and before any handler (401 comes before 403 and 404).
+//! after routing and before any handler's answer (401 comes before 403 and
+//! 404).
 
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::db::Db;
+use crate::reply::Reply;
 use crate::request::Request;
 use orchestrator_core::ApiError;
 use orchestrator_core::auth::{Principal, authenticate};
@@ -14,12 +16,27 @@ pub struct Context {
 }
 
 impl Context {
-    pub async fn authenticate(request: &Request) -> Result<Self, ApiError> {
+    /// Authenticates the caller and runs `handler` for it. The revocation
+    /// check costs a Redis round trip, so a read runs it alongside the handler
+    /// and drops the handler's answer for a revoked token (the 401 still comes
+    /// first); a write waits for it, since its transaction must not commit for
+    /// a revoked token.
+    pub async fn run<F>(request: &Request, handler: F) -> Result<Reply, ApiError>
+    where
+        F: AsyncFnOnce(&Context) -> Result<Reply, ApiError>,
+    {
         let config = Config::load().await?;
         let now_secs = crate::now_millis() / 1000;
         let caller = authenticate(request.header("authorization"), &config.auth, now_secs)?;
-        check_not_revoked(&config, &caller).await?;
-        Ok(Self { config, caller })
+        let context = Self { config, caller };
+        let revocation = check_not_revoked(&context.config, &context.caller);
+        if request.method == "GET" {
+            let (revocation, reply) = futures::join!(revocation, handler(&context));
+            revocation.and(reply)
+        } else {
+            revocation.await?;
+            handler(&context).await
+        }
     }
 
     /// A connection to the app's database, opened on first need.

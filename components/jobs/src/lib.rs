@@ -41,16 +41,16 @@ async fn handle(request: spin_sdk::http::Request) -> impl IntoResponse {
 
 async fn route(request: Request) -> Result<Reply, ApiError> {
     let (endpoint, params) = dispatch(ROUTES, &request.method, &request.path)?;
-    let context = Context::authenticate(&request).await?;
     let id = || params.first().map_or("", String::as_str);
-    match endpoint {
-        Endpoint::ListJobs => read::list(&request, &context).await,
-        Endpoint::Submit => submit::submit(&request, &context).await,
-        Endpoint::GetJob => read::get(id(), &context).await,
-        Endpoint::Transitions => read::transitions(id(), &request, &context).await,
-        Endpoint::Children => read::children(id(), &request, &context).await,
-        Endpoint::Cancel => lifecycle::cancel(id(), &request, &context).await,
-        Endpoint::Complete => lifecycle::complete(id(), &request, &context).await,
-        Endpoint::Fail => lifecycle::fail(id(), &request, &context).await,
-    }
+    Context::run(&request, async |context| match endpoint {
+        Endpoint::ListJobs => read::list(&request, context).await,
+        Endpoint::Submit => submit::submit(&request, context).await,
+        Endpoint::GetJob => read::get(id(), context).await,
+        Endpoint::Transitions => read::transitions(id(), &request, context).await,
+        Endpoint::Children => read::children(id(), &request, context).await,
+        Endpoint::Cancel => lifecycle::cancel(id(), &request, context).await,
+        Endpoint::Complete => lifecycle::complete(id(), &request, context).await,
+        Endpoint::Fail => lifecycle::fail(id(), &request, context).await,
+    })
+    .await
 }

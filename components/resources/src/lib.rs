@@ -32,11 +32,11 @@ async fn handle(request: spin_sdk::http::Request) -> impl IntoResponse {
 
 async fn route(request: Request) -> Result<Reply, ApiError> {
     let (endpoint, _params) = dispatch(ROUTES, &request.method, &request.path)?;
-    let context = Context::authenticate(&request).await?;
-    match endpoint {
-        Endpoint::Quotas => quotas::list(&context).await,
-        Endpoint::Usage => quotas::usage(&context).await,
-        Endpoint::Allocate => allocations::allocate(&request, &context).await,
-        Endpoint::Release => allocations::release(&request, &context).await,
-    }
+    Context::run(&request, async |context| match endpoint {
+        Endpoint::Quotas => quotas::list(context).await,
+        Endpoint::Usage => quotas::usage(context).await,
+        Endpoint::Allocate => allocations::allocate(&request, context).await,
+        Endpoint::Release => allocations::release(&request, context).await,
+    })
+    .await
 }

@@ -81,17 +81,17 @@ async fn handle(request: spin_sdk::http::Request) -> impl IntoResponse {
 
 async fn route(request: Request) -> Result<Reply, ApiError> {
     let (endpoint, params) = dispatch(ROUTES, &request.method, &request.path)?;
-    let context = Context::authenticate(&request).await?;
     // Every pattern with an `{id}` has exactly one parameter.
     let id = params.first().map_or("", String::as_str);
-    match endpoint {
-        Endpoint::ListWorkers => workers::list(&request, &context).await,
-        Endpoint::RegisterWorker => workers::register(&request, &context).await,
-        Endpoint::GetWorker => workers::get(id, &context).await,
-        Endpoint::Act(action) => lifecycle::act(action, id, &request, &context).await,
-        Endpoint::Heartbeat => lifecycle::heartbeat(id, &request, &context).await,
-        Endpoint::Transitions => transitions::list(id, &request, &context).await,
-        Endpoint::Metrics => workers::metrics(&request, &context).await,
-        Endpoint::Events => events::catch_up(&request, &context).await,
-    }
+    Context::run(&request, async |context| match endpoint {
+        Endpoint::ListWorkers => workers::list(&request, context).await,
+        Endpoint::RegisterWorker => workers::register(&request, context).await,
+        Endpoint::GetWorker => workers::get(id, context).await,
+        Endpoint::Act(action) => lifecycle::act(action, id, &request, context).await,
+        Endpoint::Heartbeat => lifecycle::heartbeat(id, &request, context).await,
+        Endpoint::Transitions => transitions::list(id, &request, context).await,
+        Endpoint::Metrics => workers::metrics(&request, context).await,
+        Endpoint::Events => events::catch_up(&request, context).await,
+    })
+    .await
 }
