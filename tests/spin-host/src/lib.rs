@@ -16,6 +16,7 @@ pub mod manifest;
 mod outbound;
 mod postgres;
 mod redis;
+mod request_log;
 mod routes;
 pub mod server;
 mod state;

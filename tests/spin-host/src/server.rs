@@ -67,6 +67,7 @@ async fn accept_loop(
                     let path = request.uri().path().to_owned();
                     let usage = Arc::new(Usage::default());
                     let response = app.handle_counted(request, client, usage.clone()).await;
+                    crate::request_log::record(&method, &path, response.status().as_u16());
                     if log_requests {
                         tracing::info!(
                             "{method} {path} {} {:.2}ms postgres={} redis={}",
