@@ -203,6 +203,11 @@ pub async fn spawn_app_on(
         .variable("events_channel", format!("test.events.{}", unique()));
     options.use_environment = false;
     options.max_instances = 64;
+    // Instances are reused as Spin reuses them; `TEST_INSTANCE_REUSE=off scripts/test` gives every
+    // request a fresh one instead.
+    if std::env::var("TEST_INSTANCE_REUSE").as_deref() == Ok("off") {
+        options.reuse = spin_host::InstanceReuse::off();
+    }
     options.postgres_pool_size = POOL_SIZE;
     let options = configure(options);
     let connections = connections(options.postgres_pool_size as u32).await;
@@ -290,6 +295,11 @@ pub fn all_scopes() -> Vec<Scope> {
 }
 
 impl TestApp {
+    /// The host serving this app, for what a test observes of it (its instances).
+    pub fn host(&self) -> &App {
+        &self._running.app
+    }
+
     pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.address));
         match token {

@@ -1,12 +1,13 @@
 //! A loaded Spin app: its components compiled and pre-linked, its routes,
-//! and the handling of one request.
+//! and the handling of one request by one of a component's instances.
 
 use crate::engine;
 use crate::linger::Lingering;
 use crate::manifest::Manifest;
 use crate::outbound::AllowList;
+use crate::reuse::{ComponentInstances, InstanceReuse, InstanceStats, RequestRecord};
 use crate::routes::{RouteMatch, Router};
-use crate::state::{ComponentContext, HostState, Services, Usage};
+use crate::state::{ComponentContext, Services};
 use crate::variables::Variables;
 use anyhow::Context;
 use bytes::Bytes;
@@ -16,11 +17,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use tokio::sync::{Semaphore, oneshot};
-use wasmtime::{Engine, Store};
-use wasmtime_wasi_http::p3::bindings::ServicePre;
-use wasmtime_wasi_http::{WasiHttpView, p3};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Semaphore;
+use wasmtime_wasi_http::handler::ProxyHandler;
 
 /// The body of every response the host sends.
 pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
@@ -36,6 +35,8 @@ pub struct AppOptions {
     pub use_environment: bool,
     /// Instances that may be alive at once (the pooling allocator's slots).
     pub max_instances: u32,
+    /// How instances are reused (Spin's defaults unless set).
+    pub reuse: InstanceReuse,
     /// Pooled Postgres connections per address: Spin's 64 unless a test needs fewer
     /// (every test app has its own pools, and the server allows 100 connections).
     pub postgres_pool_size: usize,
@@ -48,6 +49,7 @@ impl AppOptions {
             variables: HashMap::new(),
             use_environment: true,
             max_instances: 256,
+            reuse: InstanceReuse::default(),
             postgres_pool_size: crate::postgres::SPIN_POOL_SIZE,
         }
     }
@@ -58,19 +60,14 @@ impl AppOptions {
     }
 }
 
+/// A component, served by a [`ProxyHandler`] over its reused instances (see [`crate::reuse`]).
 struct LoadedComponent {
-    context: Arc<ComponentContext>,
-    pre: ServicePre<HostState>,
+    handler: ProxyHandler<ComponentInstances>,
 }
 
 pub struct App {
-    engine: Engine,
-    /// One permit per instance slot: requests beyond the pool wait for a
-    /// slot instead of failing to instantiate.
-    slots: Arc<Semaphore>,
     router: Router,
     components: Vec<LoadedComponent>,
-    services: Arc<Services>,
 }
 
 impl App {
@@ -86,6 +83,14 @@ impl App {
         })?;
         let engine = engine::engine(options.max_instances)?;
         let linker = engine::linker(&engine)?;
+        let services = Arc::new(Services {
+            postgres: crate::postgres::Pools::new(options.postgres_pool_size),
+            redis: crate::redis::Clients::default(),
+        });
+        // One permit per instance slot: an instance beyond the pool waits for
+        // a slot instead of failing to instantiate.
+        let slots = Arc::new(Semaphore::new(options.max_instances as usize));
+        let next_id = Arc::new(AtomicU64::new(0));
 
         let mut router = Router::default();
         let mut components = Vec::new();
@@ -97,42 +102,41 @@ impl App {
                 engine::prepare(&linker, &compiled).with_context(|| format!("component {id:?}"))?;
             index_of.insert(id.clone(), components.len());
             components.push(LoadedComponent {
-                context: Arc::new(context),
-                pre,
+                handler: ProxyHandler::new(ComponentInstances {
+                    engine: engine.clone(),
+                    pre,
+                    context: Arc::new(context),
+                    services: services.clone(),
+                    slots: slots.clone(),
+                    reuse: options.reuse.clone(),
+                    next_id: next_id.clone(),
+                    stats: InstanceStats::default(),
+                }),
             });
         }
         for trigger in &manifest.trigger.http {
             router.add(&trigger.route, index_of[&trigger.component])?;
         }
-        Ok(Arc::new(Self {
-            engine,
-            slots: Arc::new(Semaphore::new(options.max_instances as usize)),
-            router,
-            components,
-            services: Arc::new(Services {
-                postgres: crate::postgres::Pools::new(options.postgres_pool_size),
-                redis: crate::redis::Clients::default(),
-            }),
-        }))
+        Ok(Arc::new(Self { router, components }))
     }
 
-    /// Routes a request to its component and runs the component's handler in
-    /// a fresh instance.
+    /// Routes a request to its component and has one of the component's
+    /// instances handle it.
     pub async fn handle(
         self: &Arc<Self>,
         request: http::Request<hyper::body::Incoming>,
         client: SocketAddr,
     ) -> http::Response<Body> {
-        self.handle_counted(request, client, Arc::default()).await
+        self.handle_recorded(request, client, Arc::default()).await
     }
 
-    /// Like [`App::handle`], counting the request's Postgres statements and
-    /// Redis commands into `usage`.
-    pub async fn handle_counted(
+    /// Like [`App::handle`], noting in `record` which instance took the
+    /// request and what it asked of Postgres and Redis.
+    pub async fn handle_recorded(
         self: &Arc<Self>,
         mut request: http::Request<hyper::body::Incoming>,
         client: SocketAddr,
-        usage: Arc<Usage>,
+        record: Arc<RequestRecord>,
     ) -> http::Response<Body> {
         let path = request.uri().path();
         if let Some(well_known) = path.strip_prefix(WELL_KNOWN_PREFIX) {
@@ -143,24 +147,18 @@ impl App {
         };
         let component = &self.components[route.component];
         add_spin_headers(&mut request, &route, client);
-        let (response_tx, response_rx) = oneshot::channel();
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return empty(StatusCode::SERVICE_UNAVAILABLE);
-        };
-        let store = self.store(component, usage);
-        let pre = component.pre.clone();
-        let id = component.context.id.clone();
         let (request, body_left_unread) = Lingering::wrap(request);
-        tokio::spawn(async move {
-            if let Err(e) = run_instance(store, pre, request, response_tx).await {
-                tracing::error!("component {id:?} failed: {e:#}");
-            }
-            drop(slot); // after the store: the instance's slot is free again
-        });
-        let mut response = match response_rx.await {
+        let request =
+            request.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+        let mut response = match component.handler.handle(record, request).await {
             Ok(response) => response,
-            // The instance trapped or failed before producing a response: Spin's empty 500.
-            Err(_) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+            // The component answered with an error code, or its instance trapped (taking every
+            // request inside it along) or could not be made: Spin's empty 500.
+            Err(e) => {
+                let id = &component.handler.state().context.id;
+                tracing::error!("component {id:?} failed: {e:#}");
+                empty(StatusCode::INTERNAL_SERVER_ERROR)
+            }
         };
         // Spin's hyper stops keeping a connection alive whose request body the component let go
         // of unread, and says so in the response; here the rest is still read (see `linger`).
@@ -172,9 +170,18 @@ impl App {
         response
     }
 
-    /// Instantiation alone, as each request pays it: a fresh store and an
-    /// instance of the pre-linked component, dropped again. Returns each
-    /// component's mean over `iterations` runs.
+    /// What the host has seen of component `id`'s instances.
+    pub fn instance_stats(&self, id: &str) -> Option<&InstanceStats> {
+        self.components
+            .iter()
+            .map(|component| component.handler.state())
+            .find(|instances| instances.context.id == id)
+            .map(|instances| &instances.stats)
+    }
+
+    /// Instantiation alone: a fresh store and an instance of the pre-linked
+    /// component, dropped again. Returns each component's mean over
+    /// `iterations` runs.
     pub async fn measure_instantiation(
         &self,
         iterations: u32,
@@ -182,22 +189,15 @@ impl App {
         let iterations = iterations.max(1);
         let mut means = Vec::new();
         for component in &self.components {
+            let instances = component.handler.state();
             let started = std::time::Instant::now();
             for _ in 0..iterations {
-                let mut store = self.store(component, Arc::default());
-                component.pre.instantiate_async(&mut store).await?;
+                let mut store = instances.store(Arc::default());
+                instances.pre.instantiate_async(&mut store).await?;
             }
-            means.push((component.context.id.clone(), started.elapsed() / iterations));
+            means.push((instances.context.id.clone(), started.elapsed() / iterations));
         }
         Ok(means)
-    }
-
-    /// The store one request's instance lives in.
-    fn store(&self, component: &LoadedComponent, usage: Arc<Usage>) -> Store<HostState> {
-        Store::new(
-            &self.engine,
-            HostState::new(component.context.clone(), self.services.clone(), usage),
-        )
     }
 }
 
@@ -222,73 +222,6 @@ fn component_context(
         variables: mapped,
         allowed_hosts: AllowList::parse(&hosts).with_context(|| format!("component {id:?}"))?,
     })
-}
-
-/// Instantiates the component, calls `wasi:http/handler#handle`, and keeps
-/// the instance's event loop running until the response body has been sent:
-/// the guest may go on writing the body after it has returned the head.
-async fn run_instance(
-    mut store: Store<HostState>,
-    pre: ServicePre<HostState>,
-    request: http::Request<Lingering>,
-    response_tx: oneshot::Sender<http::Response<Body>>,
-) -> anyhow::Result<()> {
-    let service = pre.instantiate_async(&mut store).await?;
-    let (request, request_io) = p3::Request::from_http(store.data_mut().http().hooks, request);
-    store
-        .run_concurrent(async move |accessor| -> wasmtime::Result<()> {
-            let response = match service.handle(accessor, request).await? {
-                Ok(response) => response,
-                Err(code) => {
-                    tracing::error!("the component answered with an error code: {code:?}");
-                    let _ = response_tx.send(empty(StatusCode::INTERNAL_SERVER_ERROR));
-                    return Ok(());
-                }
-            };
-            let response =
-                accessor.with(|mut access| response.into_http(&mut access, request_io))?;
-            let (sent_tx, sent_rx) = oneshot::channel();
-            let response = response.map(|body| {
-                UntilSent {
-                    body,
-                    _sent: sent_tx,
-                }
-                .boxed_unsync()
-            });
-            if response_tx.send(response).is_ok() {
-                // Resolves when the body is finished or dropped.
-                let _ = sent_rx.await;
-            }
-            Ok(())
-        })
-        .await??;
-    Ok(())
-}
-
-/// A body that tells, by being dropped, that the server is done with it.
-struct UntilSent<B> {
-    body: B,
-    _sent: oneshot::Sender<()>,
-}
-
-impl<B: http_body::Body + Unpin> http_body::Body for UntilSent<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 /// The headers Spin adds to every request a component receives.

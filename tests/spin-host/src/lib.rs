@@ -4,9 +4,10 @@
 //!
 //! - [`manifest`], [`variables`], `routes`, `outbound`: what `spin.toml` says.
 //! - `engine`: wasmtime configuration, compilation cache, linking.
-//! - [`app`]: one request through a fresh instance; [`server`]: HTTP serving;
+//! - [`app`]: one request through one of a component's instances, which
+//!   [`reuse`] makes and reuses as Spin does; [`server`]: HTTP serving;
 //!   `linger`: reading on a body the component answered without reading.
-//! - `postgres`, `redis`, `state`: the Spin interfaces and per-request state.
+//! - `postgres`, `redis`, `state`: the Spin interfaces and per-instance state.
 
 pub mod app;
 mod bindings;
@@ -17,11 +18,13 @@ mod outbound;
 mod postgres;
 mod redis;
 mod request_log;
+pub mod reuse;
 mod routes;
 pub mod server;
 mod state;
 pub mod variables;
 
 pub use app::{App, AppOptions};
+pub use reuse::InstanceReuse;
 pub use server::Running;
 pub use state::Usage;

@@ -2,19 +2,24 @@
 //!
 //! ```text
 //! spin-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--quiet]
+//!           [--max-instance-reuse-count N|A..B] [--max-instance-concurrent-reuse-count N|A..B]
+//!           [--idle-instance-timeout 1s] [--request-timeout 30s]
 //!           [--max-instances N] [--postgres-pool-size N]
 //!           [--measure-instantiation ITERATIONS]
 //! ```
-//! Variables come from `SPIN_VARIABLE_<NAME>`, as with `spin up`.
+//! Variables come from `SPIN_VARIABLE_<NAME>`, and the reuse flags mean what
+//! they mean to `spin up` (defaults 128, 16, 1s, none).
 //! `--measure-instantiation` serves nothing: it prints each component's mean
 //! instantiation time, as every request pays it, and exits.
 
 use anyhow::Context;
-use spin_host::{App, AppOptions};
+use spin_host::{App, AppOptions, reuse};
 use std::net::SocketAddr;
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: spin-host [--manifest spin.toml] [--listen 127.0.0.1:3000] [--quiet] \
+                     [--max-instance-reuse-count N|A..B] [--max-instance-concurrent-reuse-count N|A..B] \
+                     [--idle-instance-timeout 1s] [--request-timeout 30s] \
                      [--max-instances N] [--postgres-pool-size N] [--measure-instantiation ITERATIONS]";
 
 struct Args {
@@ -43,6 +48,18 @@ fn parse_args() -> anyhow::Result<Args> {
                     .with_context(|| format!("--listen: {addr:?} is not host:port"))?;
             }
             "--quiet" => args.log_requests = false,
+            "--max-instance-reuse-count" => {
+                args.options.reuse.max_requests = reuse::parse_count(&value()?)?
+            }
+            "--max-instance-concurrent-reuse-count" => {
+                args.options.reuse.max_concurrent = reuse::parse_count(&value()?)?
+            }
+            "--idle-instance-timeout" => {
+                args.options.reuse.idle_timeout = reuse::parse_duration(&value()?)?
+            }
+            "--request-timeout" => {
+                args.options.reuse.request_timeout = Some(reuse::parse_duration(&value()?)?)
+            }
             "--max-instances" => args.options.max_instances = number(&value()?)?,
             "--postgres-pool-size" => args.options.postgres_pool_size = number(&value()?)?,
             "--measure-instantiation" => args.measure_instantiation = Some(number(&value()?)?),

@@ -1,14 +1,13 @@
 //! Serving an [`App`] over HTTP/1.1 on a TCP listener.
 
 use crate::app::App;
-use crate::state::Usage;
+use crate::reuse::RequestRecord;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -16,6 +15,8 @@ use tokio::sync::oneshot;
 /// An app being served; dropping it stops the server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The app being served, for what tests observe of the host itself.
+    pub app: Arc<App>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -30,9 +31,10 @@ impl App {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel();
-        tokio::spawn(accept_loop(self, listener, log_requests, stop_rx));
+        tokio::spawn(accept_loop(self.clone(), listener, log_requests, stop_rx));
         Ok(Running {
             addr,
+            app: self,
             _stop: stop_tx,
         })
     }
@@ -65,16 +67,15 @@ async fn accept_loop(
                     let started = Instant::now();
                     let method = request.method().clone();
                     let path = request.uri().path().to_owned();
-                    let usage = Arc::new(Usage::default());
-                    let response = app.handle_counted(request, client, usage.clone()).await;
+                    let record = Arc::new(RequestRecord::default());
+                    let response = app.handle_recorded(request, client, record.clone()).await;
                     crate::request_log::record(&method, &path, response.status().as_u16());
                     if log_requests {
                         tracing::info!(
-                            "{method} {path} {} {:.2}ms postgres={} redis={}",
+                            "{method} {path} {} {:.2}ms {}",
                             response.status().as_u16(),
                             started.elapsed().as_secs_f64() * 1000.0,
-                            usage.postgres_statements.load(Ordering::Relaxed),
-                            usage.redis_commands.load(Ordering::Relaxed),
+                            record.describe(),
                         );
                     }
                     Ok::<_, Infallible>(response)

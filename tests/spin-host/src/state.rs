@@ -1,4 +1,4 @@
-//! What one request's store holds, and what it shares with every other store.
+//! What one instance's store holds, and what it shares with every other store.
 
 use crate::outbound::AllowList;
 use std::collections::HashMap;
@@ -36,12 +36,13 @@ impl Usage {
     }
 }
 
-/// The data of one request's store.
+/// The data of one instance's store.
 pub struct HostState {
     pub(crate) component: Arc<ComponentContext>,
     pub(crate) services: Arc<Services>,
     pub(crate) usage: Arc<Usage>,
     pub(crate) table: ResourceTable,
+    pub(crate) memory: crate::reuse::MemoryWatch,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: NoOutboundHttp,
@@ -52,6 +53,7 @@ impl HostState {
         component: Arc<ComponentContext>,
         services: Arc<Services>,
         usage: Arc<Usage>,
+        memory: crate::reuse::MemoryWatch,
     ) -> Self {
         // Components' stdout and stderr go to the host's, as with `spin up`.
         let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
@@ -60,6 +62,7 @@ impl HostState {
             services,
             usage,
             table: ResourceTable::new(),
+            memory,
             wasi,
             http: WasiHttpCtx::new(),
             hooks: NoOutboundHttp,

@@ -3,7 +3,7 @@
 //! allow-list, Postgres transactions and streaming, Redis, and traps.
 
 use api_tests::TestDatabase;
-use spin_host::{App, AppOptions, Running};
+use spin_host::{App, AppOptions, InstanceReuse, Running};
 
 fn probe_manifest() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/probe/spin.toml")
@@ -13,6 +13,8 @@ fn options() -> AppOptions {
     let mut options = AppOptions::new(probe_manifest()).variable("probe_token", "t");
     options.use_environment = false;
     options.max_instances = 16;
+    // Tests run at once against one server that allows 100 connections.
+    options.postgres_pool_size = 8;
     options
 }
 
@@ -158,6 +160,31 @@ async fn outbound_connections_follow_allowed_outbound_hosts() {
     let (status, body) = get(&format!("{base}/probe/postgres")).await;
     assert_eq!(status, 502);
     assert!(body.contains("is not permitted"), "{body}");
+}
+
+/// Spin serves a WASIp3 component from reused instances, so a trap ends the instance and every
+/// request still inside it: a request sharing the trapping one's instance gets an empty 500 too.
+/// With reuse off it has an instance of its own and is untouched.
+#[tokio::test]
+async fn a_trap_ends_every_request_in_its_instance_as_under_spin() {
+    for (reuse, sleeper_status) in [(InstanceReuse::default(), 500), (InstanceReuse::off(), 200)] {
+        let mut options = options();
+        options.reuse = reuse.clone();
+        let (_running, base) = serve(options).await;
+        let sleeper = tokio::spawn(get_owned(format!("{base}/probe/sleep?ms=1000")));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(get(&format!("{base}/probe/trap")).await.0, 500);
+        let (status, body) = sleeper.await.unwrap();
+        assert_eq!(status, sleeper_status, "{reuse:?}: {body}");
+        assert_eq!(
+            get(&format!("{base}/probe/hello")).await,
+            (200, "hello".into())
+        );
+    }
+}
+
+async fn get_owned(url: String) -> (u16, String) {
+    get(&url).await
 }
 
 #[tokio::test]
@@ -320,14 +347,19 @@ async fn redis_commands_reach_the_server() {
     );
 }
 
+/// 64 requests at once, each waiting in Postgres: with Spin's reuse an instance takes at most 16
+/// of them, so at least four instances serve them, and far fewer than one each.
 #[tokio::test]
-async fn concurrent_requests_each_get_their_own_instance() {
-    let (_running, base) = serve(options()).await;
-    let url = format!("{base}/probe/postgres");
+async fn concurrent_requests_share_instances_sixteen_at_most() {
+    let (running, base) = serve(options()).await;
+    let url = format!("{base}/probe/sleep?ms=200");
     let requests = (0..64).map(|_| get(&url));
     for outcome in futures::future::join_all(requests).await {
-        assert_eq!(outcome, (200, "1".into()));
+        assert_eq!(outcome, (200, "slept".into()));
     }
+    let stats = running.app.instance_stats("probe").unwrap();
+    let instances = stats.started.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((4..64).contains(&instances), "{instances} instances");
 }
 
 /// A component that answers without reading the request body: Spin's hyper then stops keeping the
