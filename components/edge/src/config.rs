@@ -1,9 +1,11 @@
 //! The app's configuration: Spin variables (`SPIN_VARIABLE_<NAME>` under
-//! `spin up`), read per request since every request is a fresh instance.
+//! `spin up`), read once per instance — they are the same for every request,
+//! and Spin serves many requests from one instance.
 
 use orchestrator_core::ApiError;
 use orchestrator_core::auth::AuthConfig;
 use spin_sdk::variables;
+use std::sync::OnceLock;
 
 pub struct Config {
     pub database_url: String,
@@ -26,7 +28,19 @@ pub async fn optional_variable(name: &str) -> Result<Option<String>, ApiError> {
 }
 
 impl Config {
-    pub async fn load() -> Result<Self, ApiError> {
+    /// The instance's configuration, read (and its keys built) by the first request that needs
+    /// it. Requests racing for it inside one instance may each read it; the first to finish wins
+    /// and the values are the same.
+    pub async fn shared() -> Result<&'static Self, ApiError> {
+        static SHARED: OnceLock<Config> = OnceLock::new();
+        if let Some(config) = SHARED.get() {
+            return Ok(config);
+        }
+        let config = Self::load().await?;
+        Ok(SHARED.get_or_init(|| config))
+    }
+
+    async fn load() -> Result<Self, ApiError> {
         let secret = variable("jwt_secret").await?;
         let public_key = optional_variable("jwt_public_key").await?;
         let issuer = optional_variable("jwt_issuer").await?;

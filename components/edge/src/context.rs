@@ -11,7 +11,7 @@ use orchestrator_core::ApiError;
 use orchestrator_core::auth::{Principal, authenticate};
 
 pub struct Context {
-    pub config: Config,
+    pub config: &'static Config,
     pub caller: Principal,
 }
 
@@ -25,11 +25,11 @@ impl Context {
     where
         F: AsyncFnOnce(&Context) -> Result<Reply, ApiError>,
     {
-        let config = Config::load().await?;
+        let config = Config::shared().await?;
         let now_secs = crate::now_millis() / 1000;
         let caller = authenticate(request.header("authorization"), &config.auth, now_secs)?;
         let context = Self { config, caller };
-        let revocation = check_not_revoked(&context.config, &context.caller);
+        let revocation = check_not_revoked(context.config, &context.caller);
         if request.method == "GET" {
             let (revocation, reply) = futures::join!(revocation, handler(&context));
             revocation.and(reply)

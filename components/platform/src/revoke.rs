@@ -13,7 +13,7 @@ use serde_json::json;
 /// whether a token is valid; 503 when Redis cannot record it, so the client knows to retry.
 pub async fn revoke(request: &Request) -> Result<Reply, ApiError> {
     let revoke = RevokeRequest::parse(request.header("content-type"), &request.body)?;
-    let config = Config::load().await?;
+    let config = Config::shared().await?;
     let client = match &revoke.client {
         Some(credentials) => {
             let db = Db::connect(&config.database_url).await?;
