@@ -55,6 +55,11 @@ async fn revoke(app: &TestApp, form: &str) -> Response {
         .await
 }
 
+/// Revokes `token` by itself; asserts the answer.
+async fn assert_revokes(app: &TestApp, token: &str) {
+    assert_revoked_answer(revoke(app, &format!("token={token}")).await).await;
+}
+
 /// Asserts the revocation answer: 200 `{}`, not to be cached.
 async fn assert_revoked_answer(response: Response) {
     assert_eq!(response.headers()["cache-control"], "no-store");
@@ -125,7 +130,7 @@ async fn a_token_revoked_by_itself_is_refused_everywhere_and_its_siblings_are_no
     assert_accepted(&app, &leaked, false).await;
     assert_accepted(&app, &sibling, true).await;
     // Revoking again changes nothing and answers the same.
-    assert_revoked_answer(revoke(&app, &format!("token={leaked}")).await).await;
+    assert_revokes(&app, &leaked).await;
 }
 
 #[tokio::test]
@@ -157,7 +162,7 @@ async fn tokens_without_a_jti_are_revoked_by_their_digest() {
     let app = spawn_app().await;
     let minted_elsewhere = member();
     assert!(payload(&minted_elsewhere).get("jti").is_none());
-    assert_revoked_answer(revoke(&app, &format!("token={minted_elsewhere}")).await).await;
+    assert_revokes(&app, &minted_elsewhere).await;
     assert_accepted(&app, &minted_elsewhere, false).await;
     // Other claims make another token.
     assert_accepted(&app, &token(&Scope::ALL, None), true).await;
@@ -179,7 +184,7 @@ async fn tokens_that_do_not_verify_revoke_nothing_and_still_get_200() {
     let (head, _) = named.rsplit_once('.').unwrap();
     let badly_signed = format!("{head}.{}", "A".repeat(43));
     for unknown in [badly_signed.as_str(), "not-a-token"] {
-        assert_revoked_answer(revoke(&app, &format!("token={unknown}")).await).await;
+        assert_revokes(&app, unknown).await;
     }
     assert_accepted(&app, &victim, true).await;
 }
@@ -267,7 +272,7 @@ async fn an_account_enabled_again_gets_tokens_that_work() {
 async fn without_redis_tokens_are_checked_without_revocations_and_revoking_is_503() {
     let app = spawn_app().await;
     let revoked = member();
-    assert_revoked_answer(revoke(&app, &format!("token={revoked}")).await).await;
+    assert_revokes(&app, &revoked).await;
     assert_accepted(&app, &revoked, false).await;
 
     let cut_off = spawn_app_on(&app.db, without_redis).await;
