@@ -173,18 +173,9 @@ async fn submit_validates_the_body_and_the_workspace() {
     )
     .await;
 
-    // An operator token must say where the job goes; a confined one may not go elsewhere.
+    // An operator token names the workspace (or gets `default`: tests/default_workspace.rs); a
+    // confined one may not go elsewhere.
     let operator = token(&[Scope::JobsWrite], None);
-    assert_invalid_field(
-        app.post(
-            "/api/jobs/submit",
-            &operator,
-            json!({"task_description": "t", "worker_count": 1}),
-        )
-        .await,
-        "workspace_id",
-    )
-    .await;
     let job = app
         .submit_job(
             &operator,

@@ -96,8 +96,6 @@ async fn registration_is_validated_confined_and_unique() {
             json!({"workspace_id": "ws_a", "metadata": too_big}),
             "metadata",
         ),
-        // An operator token must say where the worker goes.
-        (json!({"id": "w_1"}), "workspace_id"),
         (json!([]), "body"),
     ];
     for (body, field) in invalid {
