@@ -294,7 +294,7 @@ struct Endpoint {
     /// `None`: the endpoint takes no body; otherwise a valid body (never sent as is) and its fields.
     body: Option<(Value, Vec<Field>)>,
     params: Vec<(&'static str, Param)>,
-    /// Whether the endpoint is `POST /api/auth/token`, the one that also reads form bodies.
+    /// Whether the endpoint also reads form bodies (`POST /api/auth/token` and `/api/auth/revoke`).
     form: bool,
 }
 
@@ -406,6 +406,24 @@ fn endpoints(job: &str) -> Vec<Endpoint> {
         endpoint("GET", "/api/jobs/{id}/children", job).params(&PAGE),
         endpoint("GET", "/api/health", ""),
         endpoint("GET", "/api/openapi.json", ""),
+        Endpoint {
+            form: true,
+            ..endpoint("POST", "/api/auth/revoke", "").body(
+                json!({"token": "not-a-token"}),
+                vec![
+                    field(
+                        "token",
+                        Kind::Text {
+                            min: 1,
+                            max: 10_000,
+                        },
+                        true,
+                    ),
+                    // `token_type_hint` is not checked: RFC 7009 lets a server ignore a hint it
+                    // does not know, and this one names one kind of token only.
+                ],
+            )
+        },
         Endpoint {
             form: true,
             ..endpoint("POST", "/api/auth/token", "").body(

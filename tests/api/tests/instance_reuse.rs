@@ -102,20 +102,10 @@ async fn requests_sharing_an_instance_keep_their_own_principal_body_key_and_tran
 async fn failing_and_abandoned_requests_do_not_disturb_the_others_in_their_instance() {
     let app = spawn_app().await;
     app.register_worker("w_taken", WORKSPACE).await;
-    let good = |i: usize| {
+    let register = |id: String| {
         let app = &app;
         async move {
-            let body = json!({"id": format!("w_ok{i}"), "workspace_id": WORKSPACE});
-            let response = app
-                .post("/api/supervisor/workers", &supervisor_writer(None), body)
-                .await;
-            parts(response).await
-        }
-    };
-    let duplicate = || {
-        let app = &app;
-        async move {
-            let body = json!({"id": "w_taken", "workspace_id": WORKSPACE});
+            let body = json!({"id": id, "workspace_id": WORKSPACE});
             let response = app
                 .post("/api/supervisor/workers", &supervisor_writer(None), body)
                 .await;
@@ -140,8 +130,8 @@ async fn failing_and_abandoned_requests_do_not_disturb_the_others_in_their_insta
         }
     };
     let (goods, duplicates, _) = tokio::join!(
-        futures_util::future::join_all((0..8).map(good)),
-        futures_util::future::join_all((0..4).map(|_| duplicate())),
+        futures_util::future::join_all((0..8).map(|i| register(format!("w_ok{i}")))),
+        futures_util::future::join_all((0..4).map(|_| register("w_taken".into()))),
         futures_util::future::join_all((0..4).map(|_| gone())),
     );
     for (status, body) in goods {
