@@ -10,6 +10,15 @@ use std::sync::atomic::Ordering;
 
 const CONCURRENT: usize = 16;
 
+/// Serves the app with Spin's reuse whatever `TEST_INSTANCE_REUSE` says: these tests are about it.
+async fn spawn_reusing_app(reuse: InstanceReuse) -> TestApp {
+    spawn_app_with(|mut options| {
+        options.reuse = reuse;
+        options
+    })
+    .await
+}
+
 /// Instances the supervisor component has needed so far.
 fn supervisor_instances(app: &TestApp) -> u64 {
     app.host()
@@ -24,7 +33,7 @@ fn supervisor_instances(app: &TestApp) -> u64 {
 /// own request's, and a replay of each key gives back that request's worker.
 #[tokio::test]
 async fn requests_sharing_an_instance_keep_their_own_principal_body_key_and_transaction() {
-    let app = spawn_app().await;
+    let app = spawn_reusing_app(InstanceReuse::default()).await;
     let writes = [Scope::SupervisorRead, Scope::SupervisorWrite];
     let register = |i: usize| {
         let app = &app;
@@ -100,7 +109,7 @@ async fn requests_sharing_an_instance_keep_their_own_principal_body_key_and_tran
 /// connection is left inside a transaction.
 #[tokio::test]
 async fn failing_and_abandoned_requests_do_not_disturb_the_others_in_their_instance() {
-    let app = spawn_app().await;
+    let app = spawn_reusing_app(InstanceReuse::default()).await;
     app.register_worker("w_taken", WORKSPACE).await;
     let register = |id: String| {
         let app = &app;
@@ -166,12 +175,9 @@ async fn failing_and_abandoned_requests_do_not_disturb_the_others_in_their_insta
 /// held after its first few: nothing a request leaves behind accumulates in a reused instance.
 #[tokio::test]
 async fn an_instance_does_not_grow_across_its_128_requests() {
-    let app = spawn_app_with(|mut options| {
-        options.reuse = InstanceReuse {
-            idle_timeout: std::time::Duration::from_secs(30)..=std::time::Duration::from_secs(30),
-            ..InstanceReuse::default()
-        };
-        options
+    let app = spawn_reusing_app(InstanceReuse {
+        idle_timeout: std::time::Duration::from_secs(30)..=std::time::Duration::from_secs(30),
+        ..InstanceReuse::default()
     })
     .await;
     app.register_worker("w_mem", WORKSPACE).await;
