@@ -201,11 +201,6 @@ impl RequestRecord {
             None => "instance=none".into(),
         }
     }
-
-    /// The instance that took the request, if one did.
-    pub fn instance(&self) -> Option<(u64, u32)> {
-        self.taken.get().map(|t| (t.instance.id, t.number))
-    }
 }
 
 /// Makes instances of one component for the [`wasmtime_wasi_http::handler::ProxyHandler`].
