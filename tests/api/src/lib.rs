@@ -153,6 +153,20 @@ impl Drop for TestDatabase {
     }
 }
 
+/// `value` percent-encoded for a query string (RFC 3986 unreserved characters kept), so tests can
+/// pass URLs and SQL to the probe component.
+pub fn percent_encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A process-wide unique suffix for names (databases, channels, keys).
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -60,16 +60,6 @@ impl Drop for ManifestWithProbe {
 /// in a transaction after 5 s (migration 0006); the rest is slack for a loaded machine.
 const LOCK_WAIT_BOUND: Duration = Duration::from_secs(8);
 
-fn percent_encoded(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A neighbour component on the same database keeps leaving transactions open — returning
 /// without a commit, or trapping — with rows written and a worker's row locked, while the app's
 /// writes and reads race it on the same pool. Under Spin each abandoned transaction goes back to

@@ -291,7 +291,7 @@ async fn postgres_tls_follows_sslmode_and_verifies_the_certificate() {
     let response = reqwest::Client::new()
         .post(format!(
             "{base}/probe/postgres-with-root?address={}",
-            encode(&plain)
+            api_tests::percent_encoded(&plain)
         ))
         .body("not a certificate")
         .send()
@@ -306,21 +306,9 @@ async fn postgres_tls_follows_sslmode_and_verifies_the_certificate() {
 async fn connect(base: &str, address: &str) -> (u16, String) {
     get(&format!(
         "{base}/probe/postgres?address={}",
-        encode(address)
+        api_tests::percent_encoded(address)
     ))
     .await
-}
-
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test]
