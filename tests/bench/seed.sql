@@ -12,7 +12,8 @@
 -- that no grant is refused.
 --
 -- Triggers (and with them the foreign-key checks) are off while seeding, so this file keeps every rule itself:
--- it fills worker_counts, job_counts and the event sequence as the triggers would have.
+-- it fills worker_counts, job_counts and the event sequence as the triggers would have. It seeds the schema of
+-- today and, for the bench's row of the earlier design, the one from before migration 0007.
 \set ON_ERROR_STOP on
 BEGIN;
 SET LOCAL session_replication_role = replica;
@@ -85,7 +86,9 @@ INSERT INTO worker_counts (workspace_id, status, stripe, count)
 SELECT workspace_id, status, worker_counts_stripe(id), count(*) FROM workers GROUP BY 1, 2, 3;
 INSERT INTO job_counts (workspace_id, status, depth, stripe, count)
 SELECT workspace_id, status, depth, job_counts_stripe(id), count(*) FROM jobs GROUP BY 1, 2, 3, 4;
-SELECT setval('events_seq_seq', (SELECT max(seq) FROM events));
+-- The sequence the triggers drew seq from, in a schema from before migration 0007 (the pgbench row of the earlier
+-- design); since 0007 seq is stamped as max + 1 and pos has taken its numbers from its default.
+SELECT setval(oid::regclass, (SELECT max(seq) FROM events)) FROM pg_class WHERE relname = 'events_seq_seq';
 UPDATE quotas SET max_workers = 1000000000;
 COMMIT;
 

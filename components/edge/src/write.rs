@@ -1,15 +1,15 @@
 //! The one way state changes: a transaction that holds the change, its audit
 //! rows and events, and — for a request with an `Idempotency-Key` — the
 //! recorded response (contract §3, in the shape of zero2prod's idempotency:
-//! insert the key first, then either process or replay). Events are
-//! published after the commit (see `store::events` for who publishes what).
+//! insert the key first, then either process or replay). After the commit the
+//! events get their `seq` and are published (see [`Committed::publish`]).
 
 use crate::cache::{Cache, Claim};
 use crate::context::Context;
 use crate::db::Db;
 use crate::reply::Reply;
 use crate::request::Request;
-use crate::store::events::{self, Inserted};
+use crate::store::events;
 use crate::store::idempotency;
 use orchestrator_core::ApiError;
 use orchestrator_core::events::{Envelope, NewEvent};
@@ -38,9 +38,6 @@ struct Keyed {
     fingerprint: String,
 }
 
-/// How many unpublished events one request publishes at most.
-const PUBLISH_BATCH: i64 = 200;
-
 /// Runs `change` as one idempotent transaction and publishes its events.
 ///
 /// Without Redis, a request with a key is refused (503: its in-flight lock
@@ -58,10 +55,10 @@ where
     let cache = Cache::connect(&config.redis_url, &config.database_url).await;
     let Some(key) = key else {
         let db = context.db().await?;
-        let committed = transaction(db, context, None, cache.is_ok(), change).await?;
-        if let Ok(cache) = &cache {
-            committed.publish(cache, &config.events_channel).await;
-        }
+        let committed = transaction(db, context, None, change).await?;
+        committed
+            .publish(cache.as_ref().ok(), &config.events_channel)
+            .await;
         return Ok(committed.reply);
     };
     let cache = cache?;
@@ -82,7 +79,7 @@ where
     // Every outcome from here on releases the lock, an unreachable database
     // too: a retry of a 503 must not meet 409 until the lock expires.
     let outcome = match context.db().await {
-        Ok(db) => transaction(db, context, Some(&keyed), true, change).await,
+        Ok(db) => transaction(db, context, Some(&keyed), change).await,
         Err(e) => Err(e),
     };
     match &outcome {
@@ -105,24 +102,24 @@ where
         }
     }
     let committed = outcome?;
-    committed.publish(&cache, &config.events_channel).await;
+    committed
+        .publish(Some(&cache), &config.events_channel)
+        .await;
     Ok(committed.reply)
 }
 
-/// A committed transaction: its answer, its connection, and its events as stored.
+/// A committed transaction: its answer, its connection, and its events' `pos`.
 struct Committed {
     reply: Reply,
     db: Db,
-    events: Inserted,
+    events: Vec<i64>,
 }
 
-/// The transaction. `publishing` says whether this request will publish its
-/// events (it can reach Redis), so they are claimed for it.
+/// The transaction.
 async fn transaction<F>(
     db: Db,
     context: &Context,
     keyed: Option<&Keyed>,
-    publishing: bool,
     change: F,
 ) -> Result<Committed, ApiError>
 where
@@ -136,7 +133,7 @@ where
     };
     // Whatever fails from here on ends the transaction first: under Spin a connection goes back
     // to the pool as it is, and the next request to draw it must not inherit this one's work.
-    let ended = match inside(&mut tx, context, keyed, publishing, change).await {
+    let ended = match inside(&mut tx, context, keyed, change).await {
         Ok(ended) => ended,
         Err(error) => {
             tx.db.abandon().await;
@@ -149,7 +146,7 @@ where
             tx.db.execute("COMMIT", []).await?;
             (reply, events)
         }
-        Ended::RolledBack(reply) => (reply, Inserted::default()),
+        Ended::RolledBack(reply) => (reply, Vec::new()),
     };
     Ok(Committed {
         reply,
@@ -160,8 +157,8 @@ where
 
 /// How the statements inside the transaction ended.
 enum Ended {
-    /// The change, or a refusal recorded under the key, waits for the COMMIT.
-    ToCommit(Reply, Inserted),
+    /// The change, or a refusal recorded under the key, waits for the COMMIT (with its events' `pos`).
+    ToCommit(Reply, Vec<i64>),
     /// Another request had recorded this key: the transaction is over, and this is its replay.
     RolledBack(Reply),
 }
@@ -171,7 +168,6 @@ async fn inside<F>(
     tx: &mut Tx,
     context: &Context,
     keyed: Option<&Keyed>,
-    publishing: bool,
     change: F,
 ) -> Result<Ended, ApiError>
 where
@@ -213,9 +209,8 @@ where
         )
         .await?;
     }
-    // Last before the commit: inserting events takes the lock that orders
-    // every writer's events, held until the commit.
-    let inserted = events::insert(&tx.db, &tx.events, publishing).await?;
+    // No lock here: events are numbered after the commit (migration 0007).
+    let inserted = events::insert(&tx.db, &tx.events).await?;
     Ok(Ended::ToCommit(reply, inserted))
 }
 
@@ -242,20 +237,23 @@ fn replay(
 }
 
 impl Committed {
-    /// Publishes the transaction's events. When none are waiting from before (the usual case) they
-    /// go out straight away and one statement marks them (and looks for a dead publisher's events,
-    /// which are then drained); otherwise the waiting ones are drained first, oldest first, with
-    /// this request's own. Failures are logged: what was not published stays in the outbox for a
-    /// later request.
-    async fn publish(&self, cache: &Cache, channel: &str) {
-        let own = &self.events.envelopes;
-        if own.is_empty() {
+    /// Gives the committed events their `seq`, then publishes them: two short steps, each under a
+    /// lock of its own (migration 0007). The stamp needs only Postgres, so catch-up reads see the
+    /// events whether or not Redis is up. Publishing falls to whichever request holds its lock
+    /// when the events are numbered; it publishes them with all before them, in `seq` order, and
+    /// marks them in the same transaction, which a failed publish rolls back: the events then wait
+    /// for a later request. Failures are logged; an event left without a `seq` is stamped by the
+    /// next writer or catch-up read.
+    async fn publish(&self, cache: Option<&Cache>, channel: &str) {
+        if self.events.is_empty() {
             return;
         }
-        let outcome = if self.events.leftovers {
-            drain(&self.db, cache, channel, own).await
-        } else {
-            publish_own(&self.db, cache, channel, own).await
+        let outcome = match events::stamp(&self.db, &self.events).await {
+            Ok(()) => match cache {
+                Some(cache) => publish_stamped(&self.db, cache, channel, &self.events).await,
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
         };
         if let Err(e) = outcome {
             eprintln!("events not published yet: {e}");
@@ -263,65 +261,34 @@ impl Committed {
     }
 }
 
-async fn publish_own(
+async fn publish_stamped(
     db: &Db,
     cache: &Cache,
     channel: &str,
-    own: &[Envelope],
+    own: &[i64],
 ) -> Result<(), ApiError> {
-    match send(cache, channel, own).await {
-        Ok(published) => {
-            if events::mark_own_published(db, &published).await? {
-                drain(db, cache, channel, &[]).await?;
-            }
-            Ok(())
-        }
-        Err(failure) => {
-            events::release_claims(db, &seqs(own)).await?;
-            Err(failure)
-        }
-    }
-}
-
-/// Publishes the oldest unclaimed or abandoned events and this request's own, in `seq` order, under
-/// row locks so that two requests draining at once do not both publish an event.
-async fn drain(db: &Db, cache: &Cache, channel: &str, own: &[Envelope]) -> Result<(), ApiError> {
-    let own = seqs(own);
     db.execute("BEGIN", []).await?;
-    let locked = async {
-        let pending = events::lock_unpublished(db, &own, PUBLISH_BATCH).await?;
-        let sent = send(cache, channel, &pending).await;
-        match &sent {
-            Ok(published) => events::mark_published(db, published).await?,
-            Err(_) => events::release_claims(db, &own).await?,
-        }
-        db.execute("COMMIT", []).await?;
-        Ok::<_, ApiError>(sent)
+    let published = async {
+        let batch = events::to_publish(db, own).await?;
+        send(cache, channel, &batch).await?;
+        db.execute("COMMIT", []).await
     }
     .await;
-    match locked {
-        Ok(sent) => sent.map(drop),
-        Err(e) => {
-            db.abandon().await;
-            Err(e)
-        }
+    if published.is_err() {
+        db.abandon().await;
     }
+    published.map(drop)
 }
 
-/// Publishes `envelopes` in order, in one round trip. Returns their seqs once they went out.
-async fn send(cache: &Cache, channel: &str, envelopes: &[Envelope]) -> Result<Vec<i64>, ApiError> {
+/// Publishes `envelopes` in order, in one round trip.
+async fn send(cache: &Cache, channel: &str, envelopes: &[Envelope]) -> Result<(), ApiError> {
     if envelopes.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let payloads = envelopes
         .iter()
         .map(serde_json::to_vec)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    cache.publish(channel, payloads).await?;
-    Ok(seqs(envelopes))
-}
-
-fn seqs(envelopes: &[Envelope]) -> Vec<i64> {
-    envelopes.iter().map(|e| e.seq).collect()
+    cache.publish(channel, payloads).await
 }

@@ -8,6 +8,7 @@ use orchestrator_core::auth::{Claims, Scope, encode_hs256};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use spin_host::{App, AppOptions, Running};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -638,6 +639,25 @@ impl Subscriber {
         }
         let extra = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
         assert!(extra.is_err(), "unexpected extra event: {extra:?}");
+        received
+    }
+
+    /// Every envelope published until those with each of `ids` have arrived (duplicates
+    /// included, in arrival order), each message within 10 s.
+    pub async fn receive_covering(&mut self, ids: &HashSet<String>) -> Vec<Value> {
+        let mut messages = self.0.on_message();
+        let mut missing = ids.clone();
+        let mut received = Vec::new();
+        while !missing.is_empty() {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .unwrap_or_else(|_| panic!("{} events not received within 10 s", missing.len()))
+                .expect("the subscription is open");
+            let payload: String = message.get_payload().unwrap();
+            let envelope = serde_json::from_str::<Value>(&payload).unwrap();
+            missing.remove(envelope["id"].as_str().unwrap());
+            received.push(envelope);
+        }
         received
     }
 }

@@ -3,8 +3,8 @@
 //! one `Idempotency-Key` sent many times at once changes state once.
 
 use api_tests::{
-    Answer, WORKSPACE, assert_error, assert_error_body, assert_replay_of, spawn_app, spawn_app_on,
-    spawn_app_with, supervisor_writer, token, unique, without_redis,
+    Answer, TestApp, WORKSPACE, assert_error, assert_error_body, assert_replay_of, spawn_app,
+    spawn_app_on, spawn_app_with, supervisor_writer, token, unique, without_redis,
 };
 use orchestrator_core::auth::Scope;
 use serde_json::{Value, json};
@@ -125,37 +125,59 @@ async fn a_concurrent_duplicate_gets_409_or_the_replay() {
     assert_eq!(app.select_int("SELECT count(*) FROM events").await, 1);
 }
 
-#[tokio::test]
-async fn a_live_claim_keeps_other_publishers_away_and_an_abandoned_one_is_taken_over() {
-    let app = spawn_app().await;
-    app.register_worker("w_abandoned", WORKSPACE).await;
-    app.register_worker("w_in_flight", WORKSPACE).await;
-    // As if their publishers were still at work (claimed just now), or had died a minute ago. The
-    // table's guard keeps a published event published, so it is set aside for this.
-    app.run_sql(
-        "SET session_replication_role = replica; \
-         UPDATE events SET published_at = NULL, publishing_since = CASE subject_id \
-             WHEN 'w_in_flight' THEN now() ELSE now() - interval '1 minute' END; \
-         SET session_replication_role = origin",
-    )
+/// Inserts an event as a writer that committed it and died before it got its seq would leave it,
+/// `age` old.
+async fn left_unnumbered(app: &TestApp, worker: &str, age: &str) {
+    app.run_sql(&format!(
+        "INSERT INTO events (type, occurred_at, workspace_id, subject_kind, subject_id, actor) \
+         VALUES ('worker.registered', now() - interval '{age}', '{WORKSPACE}', 'worker', '{worker}', 'x')"
+    ))
     .await;
-    let mut subscriber = app.subscribe().await;
+}
 
-    app.register_worker("w_next", WORKSPACE).await;
-
-    // Its own event goes out first; marking it finds the dead publisher's, which it then drains.
-    let received = subscriber.receive_exactly(2).await;
-    let subjects: Vec<&str> = received
+/// The subject of each event of a catch-up page, or of the envelopes received.
+fn subjects(events: &[Value]) -> Vec<&str> {
+    events
         .iter()
         .map(|e| e["subject"]["id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn events_a_dead_writer_left_unnumbered_are_read_and_published_in_order() {
+    let app = spawn_app().await;
+    app.register_worker("w_before", WORKSPACE).await;
+    let reader = token(&[Scope::SupervisorRead], None);
+    let read = async || app.get_ok("/api/events", &reader).await["events"].clone();
+    let unnumbered = async || {
+        app.select_int("SELECT count(*) FROM events WHERE seq IS NULL")
+            .await
+    };
+
+    // A catch-up read leaves a fresh one to its writer, which may still be at work…
+    left_unnumbered(&app, "w_dead_just_now", "0 seconds").await;
+    assert_eq!(subjects(read().await.as_array().unwrap()), ["w_before"]);
+    assert_eq!(unnumbered().await, 1);
+    // …but once one is over a second old, it numbers every one waiting, in insert order.
+    left_unnumbered(&app, "w_dead_long_ago", "1 minute").await;
+    assert_eq!(
+        subjects(read().await.as_array().unwrap()),
+        ["w_before", "w_dead_just_now", "w_dead_long_ago"]
+    );
+    assert_eq!(unnumbered().await, 0);
+
+    // A read cannot publish: the next write publishes them before its own, in seq order.
+    let mut subscriber = app.subscribe().await;
+    app.register_worker("w_next", WORKSPACE).await;
+    let received = subscriber.receive_exactly(3).await;
+    assert_eq!(
+        subjects(&received),
+        ["w_dead_just_now", "w_dead_long_ago", "w_next"]
+    );
+    let seqs: Vec<i64> = received
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
         .collect();
-    assert_eq!(subjects, ["w_next", "w_abandoned"]);
-    let waiting: Vec<String> = app
-        .events()
-        .await
-        .into_iter()
-        .filter(|e| !e.published)
-        .map(|e| e.subject)
-        .collect();
-    assert_eq!(waiting, ["w_in_flight"]);
+    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{seqs:?}");
+    assert!(app.events().await.iter().all(|e| e.published));
 }
