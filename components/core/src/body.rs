@@ -370,5 +370,33 @@ mod tests {
         );
         assert!(parse_json::<OptionalReason>(Some("application/merge-patch+json"), b"{}").is_ok());
         assert!(parse_json::<OptionalReason>(Some("Application/JSON"), b"{}").is_ok());
+        // `+json` counts only under application/, and application/ only with `+json`.
+        for not_json in ["text/x+json", "application/xml", "application/jsonx"] {
+            assert!(!is_json(not_json), "{not_json}");
+        }
+    }
+
+    #[test]
+    fn bodies_up_to_the_limit_are_read_and_one_byte_more_is_413() {
+        let padded = |start: &[u8], filler: u8, len: usize| {
+            let mut body = start.to_vec();
+            body.resize(len, filler);
+            body
+        };
+        for len in [MAX_BODY_BYTES, MAX_BODY_BYTES + 1] {
+            let json = padded(br#"{"reason": "x"}"#, b' ', len);
+            let form = padded(b"reason=x", b'&', len);
+            let outcomes = [
+                parse_json::<OptionalReason>(None, &json),
+                parse_form::<OptionalReason>(&form),
+            ];
+            for outcome in outcomes {
+                if len == MAX_BODY_BYTES {
+                    assert_eq!(outcome.unwrap().reason.unwrap().as_str(), "x");
+                } else {
+                    assert_eq!(outcome.unwrap_err(), ApiError::PayloadTooLarge);
+                }
+            }
+        }
     }
 }

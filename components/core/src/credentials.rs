@@ -329,6 +329,50 @@ mod tests {
     }
 
     #[test]
+    fn only_argon2id_hashes_verify() {
+        let salt = SaltString::encode_b64(&[3; SALT_BYTES]).unwrap();
+        for algorithm in [Algorithm::Argon2i, Algorithm::Argon2d] {
+            let hash = Argon2::new(algorithm, Version::V0x13, PARAMS)
+                .hash_password(b"s3cret", &salt)
+                .unwrap()
+                .to_string();
+            assert!(!verify_secret(Some(&hash), "s3cret"), "{hash}");
+        }
+    }
+
+    #[test]
+    fn debug_output_names_the_client_but_not_its_secret() {
+        let credentials = ClientCredentials {
+            client_id: "ci-bot".into(),
+            client_secret: "hunter2-secret".into(),
+        };
+        let token_request = request("hunter2-secret", Some("jobs:read"));
+        let stored = account("hunter2-secret", &[Scope::JobsRead], Some("team-a"));
+        for (debug, expected) in [
+            (
+                format!("{credentials:?}"),
+                r#"ClientCredentials { client_id: "ci-bot", .. }"#,
+            ),
+            (
+                format!("{token_request:?}"),
+                r#"TokenRequest { client_id: "ci-bot", scope: Some(RequestedScopes({JobsRead})), grant_type: None, .. }"#,
+            ),
+        ] {
+            assert_eq!(debug, expected);
+        }
+        let debug = format!("{stored:?}");
+        assert!(
+            debug.starts_with("ServiceAccount { scopes: {JobsRead}, workspace_id: Some(")
+                && debug.ends_with("disabled: false, .. }"),
+            "{debug}"
+        );
+        assert!(
+            !debug.contains(&stored.secret_hash) && !debug.contains("argon2"),
+            "{debug}"
+        );
+    }
+
+    #[test]
     fn the_dummy_hash_costs_what_a_real_one_costs() {
         let dummy = PasswordHash::new(DUMMY_HASH).unwrap();
         assert_eq!(dummy.algorithm, Algorithm::Argon2id.ident());

@@ -431,5 +431,16 @@ mod tests {
             .details(),
             json!({"depth": 1, "requested": 2, "available": 0})
         );
+        assert_eq!(
+            ApiError::MethodNotAllowed {
+                allow: vec!["GET", "POST"]
+            }
+            .details(),
+            json!({"allow": ["GET", "POST"]})
+        );
+        assert_eq!(
+            ApiError::PayloadTooLarge.details(),
+            json!({"limit_bytes": 65536})
+        );
     }
 }

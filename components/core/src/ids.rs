@@ -228,6 +228,7 @@ mod tests {
     fn serde_round_trips_and_validates() {
         let id: WorkspaceId = serde_json::from_str("\"team-a\"").unwrap();
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"team-a\"");
+        assert_eq!(id.into_string(), "team-a");
         assert!(serde_json::from_str::<WorkspaceId>("\"bad id\"").is_err());
         assert!(serde_json::from_str::<WorkspaceId>("7").is_err());
     }

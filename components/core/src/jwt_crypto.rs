@@ -196,3 +196,132 @@ impl JwtVerifier for EdDsaVerifier {
         Algorithm::EdDSA
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    // The test binaries enable jsonwebtoken's `rust_crypto`: its provider is the reference here.
+    use jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER as REFERENCE;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const RSA_PRIVATE: &str = include_str!("../tests/keys/rsa_private.pem");
+    const RSA_PUBLIC: &str = include_str!("../tests/keys/rsa_public.pem");
+    const EC_PRIVATE: &str = include_str!("../tests/keys/ec_private.pem");
+    const EC_PUBLIC: &str = include_str!("../tests/keys/ec_public.pem");
+    const ED_PRIVATE: &str = include_str!("../tests/keys/ed_private.pem");
+    const ED_PUBLIC: &str = include_str!("../tests/keys/ed_public.pem");
+
+    fn keys(algorithm: Algorithm) -> (EncodingKey, DecodingKey) {
+        match algorithm {
+            Algorithm::HS256 => (
+                EncodingKey::from_secret(SECRET),
+                DecodingKey::from_secret(SECRET),
+            ),
+            Algorithm::RS256 => (
+                EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
+                DecodingKey::from_rsa_pem(RSA_PUBLIC.as_bytes()).unwrap(),
+            ),
+            Algorithm::ES256 => (
+                EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap(),
+                DecodingKey::from_ec_pem(EC_PUBLIC.as_bytes()).unwrap(),
+            ),
+            Algorithm::EdDSA => (
+                EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap(),
+                DecodingKey::from_ed_pem(ED_PUBLIC.as_bytes()).unwrap(),
+            ),
+            other => panic!("no test keys for {other:?}"),
+        }
+    }
+
+    fn verifier(algorithm: Algorithm, key: &DecodingKey) -> Option<Box<dyn JwtVerifier>> {
+        new_verifier(&algorithm, key).ok()
+    }
+
+    const ALGORITHMS: [Algorithm; 4] = [
+        Algorithm::HS256,
+        Algorithm::RS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+    ];
+
+    #[test]
+    fn install_makes_this_the_process_provider() {
+        install();
+        // jsonwebtoken's process-wide provider now signs HS256 only, as this one does; its own
+        // (`rust_crypto`, the default otherwise) would sign RS256 as well.
+        let message = b"header.payload";
+        let (hs256, _) = keys(Algorithm::HS256);
+        let (rs256, _) = keys(Algorithm::RS256);
+        assert!(jsonwebtoken::crypto::sign(message, &hs256, Algorithm::HS256).is_ok());
+        assert!(jsonwebtoken::crypto::sign(message, &rs256, Algorithm::RS256).is_err());
+    }
+
+    #[test]
+    fn each_verifier_accepts_the_reference_signature_and_nothing_else() {
+        let message = b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9";
+        for algorithm in ALGORITHMS {
+            let (signing, verifying) = keys(algorithm);
+            let signature = (REFERENCE.signer_factory)(&algorithm, &signing)
+                .unwrap()
+                .try_sign(message)
+                .unwrap();
+            let verifier = verifier(algorithm, &verifying).unwrap();
+            assert_eq!(verifier.algorithm(), algorithm);
+            assert!(
+                verifier.verify(message, &signature).is_ok(),
+                "{algorithm:?}"
+            );
+            let mut other_message = message.to_vec();
+            *other_message.last_mut().unwrap() ^= 1;
+            assert!(
+                verifier.verify(&other_message, &signature).is_err(),
+                "{algorithm:?}: another message"
+            );
+            let mut forged = signature.clone();
+            forged[0] ^= 1;
+            assert!(
+                verifier.verify(message, &forged).is_err(),
+                "{algorithm:?}: another signature"
+            );
+        }
+    }
+
+    #[test]
+    fn hs256_signs_as_the_reference_does_and_is_all_it_signs() {
+        let (signing, _) = keys(Algorithm::HS256);
+        let message = b"header.payload";
+        let ours = new_signer(&Algorithm::HS256, &signing).ok().unwrap();
+        let reference = (REFERENCE.signer_factory)(&Algorithm::HS256, &signing).unwrap();
+        assert_eq!(
+            ours.try_sign(message).unwrap(),
+            reference.try_sign(message).unwrap()
+        );
+        for algorithm in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+            let (private, _) = keys(algorithm);
+            assert!(new_signer(&algorithm, &private).is_err(), "{algorithm:?}");
+        }
+        assert!(new_verifier(&Algorithm::HS384, &keys(Algorithm::HS256).1).is_err());
+    }
+
+    #[test]
+    fn a_key_of_another_family_is_refused() {
+        // HS256 over the bytes of a public key is the classic key-confusion forgery.
+        for (algorithm, key_of) in [
+            (Algorithm::HS256, Algorithm::RS256),
+            (Algorithm::HS256, Algorithm::ES256),
+            (Algorithm::HS256, Algorithm::EdDSA),
+            (Algorithm::RS256, Algorithm::HS256),
+            (Algorithm::ES256, Algorithm::HS256),
+            (Algorithm::EdDSA, Algorithm::HS256),
+            (Algorithm::EdDSA, Algorithm::ES256),
+        ] {
+            let (_, key) = keys(key_of);
+            assert!(
+                verifier(algorithm, &key).is_none(),
+                "{algorithm:?} with a {key_of:?} key"
+            );
+        }
+        let (rsa_private, _) = keys(Algorithm::RS256);
+        assert!(new_signer(&Algorithm::HS256, &rsa_private).is_err());
+    }
+}

@@ -182,6 +182,11 @@ mod tests {
             assert!(Quotas::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
+            "1,2,3,4,5,0".parse::<Quotas>(),
+            Quotas::parse("1,2,3,4,5,0")
+        );
+        assert!("1,2,3".parse::<Quotas>().is_err());
+        assert_eq!(
             Quotas::parse("1,2,x,4,5,6").unwrap_err().to_string(),
             "configuration error: depth_quotas value for depth 2 must be a non-negative integer, got \"x\""
         );

@@ -335,6 +335,9 @@ mod tests {
             "must be at most 1000 characters"
         );
         assert!(JobError::new("x".repeat(4096)).is_ok());
+        let reason = Reason::new("disk full").unwrap();
+        assert_eq!(reason.as_ref(), "disk full");
+        assert_eq!(reason.into_string(), "disk full");
         assert!(serde_json::from_value::<Reason>(json!("x".repeat(1001))).is_err());
     }
 
@@ -354,7 +357,8 @@ mod tests {
 
     #[test]
     fn json_objects_are_objects_of_bounded_size() {
-        assert!(JsonObject::new(json!({"a": 1})).is_ok());
+        let small = JsonObject::new(json!({"a": 1})).unwrap();
+        assert_eq!(small.into_value(), json!({"a": 1}));
         assert_eq!(
             JsonObject::new(json!([1])).unwrap_err().message(),
             "must be a JSON object"
@@ -364,7 +368,10 @@ mod tests {
         let fits = json!({"k": "x".repeat(MAX_JSON_OBJECT_BYTES - 8)});
         let too_big = json!({"k": "x".repeat(MAX_JSON_OBJECT_BYTES - 7)});
         assert!(JsonObject::new(fits).is_ok());
-        assert!(JsonObject::new(too_big).is_err());
+        assert_eq!(
+            JsonObject::new(too_big).unwrap_err().message(),
+            "must be at most 16384 bytes when serialized"
+        );
     }
 
     #[test]

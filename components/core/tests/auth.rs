@@ -138,6 +138,7 @@ fn time_claims_are_checked_against_now_with_30s_leeway() {
         with_claims(merged(json!({"nbf": NOW + 31}))).unwrap_err(),
         "token not yet valid"
     );
+    assert!(with_claims(merged(json!({"iat": NOW + 30}))).is_ok());
     assert_eq!(
         with_claims(merged(json!({"iat": NOW + 31}))).unwrap_err(),
         "token issued in the future"
@@ -265,6 +266,18 @@ fn public_key_algorithms_verify_their_own_tokens() {
         assert_eq!(config.public_key_algorithm(), Some(*algorithm));
         let token = sign(&claims(), *algorithm, private_key);
         assert_eq!(verify(&token, &config).unwrap().subject, "alice");
+        // Its signature does not carry over to other claims.
+        let mallory = Claims {
+            sub: "mallory".into(),
+            ..claims()
+        };
+        let other = sign(&mallory, *algorithm, private_key);
+        let (other_head_and_claims, _) = other.rsplit_once('.').unwrap();
+        let (_, signature) = token.rsplit_once('.').unwrap();
+        assert_eq!(
+            verify(&format!("{other_head_and_claims}.{signature}"), &config).unwrap_err(),
+            "invalid token signature"
+        );
         // HS256 stays accepted next to the public key.
         assert!(verify(&hs256(&claims()), &config).is_ok());
         // The same token is refused where that key is not configured.
@@ -318,6 +331,10 @@ fn issuer_and_audience_are_checked_when_configured() {
         "wrong token audience"
     );
     assert_eq!(
+        check(json!({"iss": "https://issuer", "aud": ["x", "other"]})).unwrap_err(),
+        "wrong token audience"
+    );
+    assert_eq!(
         check(json!({"iss": "https://issuer"})).unwrap_err(),
         "wrong token audience"
     );
@@ -329,6 +346,7 @@ fn issuer_and_audience_are_checked_when_configured() {
 fn configuration_is_validated() {
     assert!(AuthConfig::from_variables("short", None, None, None).is_err());
     assert!(AuthConfig::from_variables(&"s".repeat(31), None, None, None).is_err());
+    assert!(AuthConfig::from_variables(&"s".repeat(32), None, None, None).is_ok());
     let empty = AuthConfig::from_variables(SECRET, Some(""), Some(""), Some(" ")).unwrap();
     assert_eq!(empty.public_key_algorithm(), None);
     assert_eq!((empty.issuer(), empty.audience()), (None, None));
@@ -351,7 +369,15 @@ fn configuration_is_validated() {
         config_with_key(&escaped).public_key_algorithm(),
         Some(Algorithm::EdDSA)
     );
-    // Debug output never shows key material.
-    let debug = format!("{:?}", config_with_key(RSA_PUBLIC));
+    // Debug output shows what was configured, never key material.
+    let configured =
+        AuthConfig::from_variables(SECRET, Some(RSA_PUBLIC), Some("iss"), None).unwrap();
+    let debug = format!("{configured:?}");
     assert!(!debug.contains("MII") && !debug.contains(SECRET), "{debug}");
+    assert!(
+        debug.starts_with("AuthConfig {")
+            && debug.contains("public_key_algorithm: Some(RS256)")
+            && debug.contains(r#"issuer: Some("iss")"#),
+        "{debug}"
+    );
 }
