@@ -1,33 +1,82 @@
-//! Postgres through `spin:postgres`: one connection per request, drawn
-//! outside any transaction, errors mapped to the contract (an unreachable
-//! database is 503, anything else a bug), and typed access to row values.
+//! Postgres through `spin:postgres`: a connection per request — kept by the
+//! instance between its requests when the request left it clean — errors
+//! mapped to the contract (an unreachable database is 503, anything else a
+//! bug), and typed access to row values.
 
 use orchestrator_core::ApiError;
 use spin_sdk::pg::{self, DbValue, ParameterValue, PgError, QueryError};
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 
 pub use spin_sdk::pg::Row;
 
-pub struct Db(pg::Connection);
+/// A request's connection, and what it knows of the connection's state.
+pub struct Db {
+    /// `None` only once dropped.
+    connection: Option<pg::Connection>,
+    url: String,
+    state: Cell<State>,
+}
+
+/// Whether a connection may serve another request as it is.
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    /// Outside any transaction, every statement so far answered.
+    Clean,
+    InTransaction,
+    /// A statement failed: the connection may be gone, or in a state this code does not know.
+    Doubtful,
+}
+
+/// How many clean connections an instance keeps between its requests, and for how long. Every
+/// instance of every component draws on one pool per database (64 under Spin) that never times a
+/// wait out, so a kept connection is one another instance cannot have: an instance keeps few,
+/// briefly — enough for requests that follow one another, which then skip the pool's reset and
+/// the `ROLLBACK` that [`Db::connect`] needs.
+const KEPT: usize = 4;
+const KEPT_FOR: Duration = Duration::from_millis(250);
+
+thread_local! {
+    /// Connections a request left clean, newest last, with when they were left.
+    static IDLE: RefCell<Vec<(String, pg::Connection, Instant)>> = const { RefCell::new(Vec::new()) };
+    /// Requests of this instance waiting for the pool. While one waits, a connection let go goes
+    /// back to the pool, where it is waited for: kept here, nobody could take it, and with the
+    /// pool exhausted the waiter (and the instance) would wait for ever.
+    static OPENING: Cell<usize> = const { Cell::new(0) };
+}
 
 impl Db {
-    /// Opens a connection that is outside any transaction.
+    /// A connection that is outside any transaction: one this instance's last request left clean,
+    /// or a new one from Spin's pool.
     ///
     /// Spin hands out pooled connections as they were left: one whose earlier request trapped,
     /// or whose component (this app's or another on the same database) returned without
     /// committing, is still inside that transaction — Spin's `Clean` recycling ends none. Run in
     /// it, this request would see and could commit someone else's half-done change, and wait on
-    /// its locks. So the first statement ends whatever is open; on a clean connection it is a
-    /// no-op (Postgres only warns).
+    /// its locks. So the first statement on a new one ends whatever is open; on a clean
+    /// connection it is a no-op (Postgres only warns).
     pub async fn connect(url: &str) -> Result<Self, ApiError> {
-        let db = pg::Connection::open(url)
-            .await
-            .map(Db)
-            .map_err(|e| match e {
-                pg::Error::PgError(e) => map_error(e),
-                other => ApiError::Internal(other.to_string()),
-            })?;
+        if let Some(connection) = kept(url) {
+            return Ok(Self::new(connection, url, State::Clean));
+        }
+        OPENING.set(OPENING.get() + 1);
+        let opened = pg::Connection::open(url).await;
+        OPENING.set(OPENING.get() - 1);
+        let connection = opened.map_err(|e| match e {
+            pg::Error::PgError(e) => map_error(e),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+        let db = Self::new(connection, url, State::Doubtful);
         db.execute("ROLLBACK", []).await?;
         Ok(db)
+    }
+
+    fn new(connection: pg::Connection, url: &str, state: State) -> Self {
+        Self {
+            connection: Some(connection),
+            url: url.to_owned(),
+            state: Cell::new(state),
+        }
     }
 
     /// Ends the open transaction on a path that is already failing. A rollback that fails
@@ -41,8 +90,11 @@ impl Db {
         sql: &str,
         params: impl Into<Vec<ParameterValue>>,
     ) -> Result<Vec<Row>, ApiError> {
-        let result = self.0.query(sql, params).await.map_err(query_error)?;
-        result.collect().await.map_err(query_error)
+        self.running(async {
+            let result = self.connection().query(sql, params).await?;
+            result.collect().await
+        })
+        .await
     }
 
     /// The one row a statement must return.
@@ -74,8 +126,64 @@ impl Db {
         sql: &str,
         params: impl Into<Vec<ParameterValue>>,
     ) -> Result<u64, ApiError> {
-        self.0.execute(sql, params).await.map_err(query_error)
+        let after = match sql {
+            "BEGIN" => State::InTransaction,
+            "COMMIT" | "ROLLBACK" => State::Clean,
+            _ => self.state.get(),
+        };
+        let executed = self.running(self.connection().execute(sql, params)).await?;
+        self.state.set(after);
+        Ok(executed)
     }
+
+    fn connection(&self) -> &pg::Connection {
+        self.connection
+            .as_ref()
+            .expect("a Db has its connection until dropped")
+    }
+
+    /// Runs a statement. While it runs, and after it failed, the connection is doubtful: a request
+    /// dropped mid-statement does not leave it for the next, nor does one whose statement failed.
+    /// When the database looks gone, the instance's idle connections are let go too.
+    async fn running<T>(
+        &self,
+        statement: impl Future<Output = Result<T, pg::Error>>,
+    ) -> Result<T, ApiError> {
+        let before = self.state.replace(State::Doubtful);
+        let answer = statement.await.map_err(query_error);
+        match &answer {
+            Ok(_) => self.state.set(before),
+            Err(ApiError::Unavailable(_)) => IDLE.with_borrow_mut(Vec::clear),
+            Err(_) => {}
+        }
+        answer
+    }
+}
+
+impl Drop for Db {
+    /// Keeps a clean connection for the instance's next request, unless one of its requests waits
+    /// for the pool; any other goes back to Spin's pool.
+    fn drop(&mut self) {
+        if self.state.get() != State::Clean || OPENING.get() > 0 {
+            return;
+        }
+        if let Some(connection) = self.connection.take() {
+            IDLE.with_borrow_mut(|idle| {
+                if idle.len() < KEPT {
+                    idle.push((std::mem::take(&mut self.url), connection, Instant::now()));
+                }
+            });
+        }
+    }
+}
+
+/// The newest connection to `url` kept within [`KEPT_FOR`]; older ones are let go.
+fn kept(url: &str) -> Option<pg::Connection> {
+    IDLE.with_borrow_mut(|idle| {
+        idle.retain(|(_, _, since)| since.elapsed() < KEPT_FOR);
+        let newest = idle.iter().rposition(|(kept_for, ..)| kept_for == url)?;
+        Some(idle.remove(newest).1)
+    })
 }
 
 fn query_error(e: pg::Error) -> ApiError {
