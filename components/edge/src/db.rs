@@ -19,7 +19,7 @@ pub struct Db {
 }
 
 /// Whether a connection may serve another request as it is.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum State {
     /// Outside any transaction, every statement so far answered.
     Clean,
@@ -164,7 +164,7 @@ impl Drop for Db {
     /// Keeps a clean connection for the instance's next request, unless one of its requests waits
     /// for the pool; any other goes back to Spin's pool.
     fn drop(&mut self) {
-        if self.state.get() != State::Clean || OPENING.get() > 0 {
+        if !may_keep(self.state.get(), OPENING.get()) {
             return;
         }
         if let Some(connection) = self.connection.take() {
@@ -175,6 +175,12 @@ impl Drop for Db {
             });
         }
     }
+}
+
+/// Whether a connection in `state` may be kept while `waiting` requests of the instance wait for
+/// the pool: only a clean one, and only while nobody waits.
+fn may_keep(state: State, waiting: usize) -> bool {
+    state == State::Clean && waiting == 0
 }
 
 /// The newest connection to `url` kept within [`KEPT_FOR`]; older ones are let go.
@@ -279,4 +285,17 @@ fn mismatch(i: usize, expected: &str, found: &DbValue) -> ApiError {
 /// A text parameter.
 pub fn text(value: &str) -> ParameterValue {
     ParameterValue::Str(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{State, may_keep};
+
+    #[test]
+    fn only_a_clean_connection_is_kept_and_only_while_nobody_waits_for_the_pool() {
+        assert!(may_keep(State::Clean, 0));
+        assert!(!may_keep(State::Clean, 1));
+        assert!(!may_keep(State::InTransaction, 0));
+        assert!(!may_keep(State::Doubtful, 0));
+    }
 }
