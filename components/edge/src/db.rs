@@ -31,8 +31,8 @@ enum State {
 /// How many clean connections an instance keeps between its requests, and for how long. Every
 /// instance of every component draws on one pool per database (64 under Spin) that never times a
 /// wait out, so a kept connection is one another instance cannot have: an instance keeps few,
-/// briefly — enough for requests that follow one another, which then skip the pool's reset and
-/// the `ROLLBACK` that [`Db::connect`] needs.
+/// briefly, and only while it is serving (see [`Serving`]) — enough for requests that overlap,
+/// which then skip the pool's reset and the `ROLLBACK` that [`Db::connect`] needs.
 const KEPT: usize = 4;
 const KEPT_FOR: Duration = Duration::from_millis(250);
 
@@ -43,6 +43,29 @@ thread_local! {
     /// back to the pool, where it is waited for: kept here, nobody could take it, and with the
     /// pool exhausted the waiter (and the instance) would wait for ever.
     static OPENING: Cell<usize> = const { Cell::new(0) };
+    /// Requests this instance is serving.
+    static SERVING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A request being served. When the instance's last one ends, its kept connections go back to
+/// the pool: an instance between bursts, or retired after its last request, keeps none from the
+/// instances that are serving.
+pub struct Serving(());
+
+impl Serving {
+    pub fn start() -> Self {
+        SERVING.set(SERVING.get() + 1);
+        Self(())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        SERVING.set(SERVING.get() - 1);
+        if SERVING.get() == 0 {
+            IDLE.with_borrow_mut(Vec::clear);
+        }
+    }
 }
 
 impl Db {

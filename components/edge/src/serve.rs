@@ -17,6 +17,7 @@ pub async fn serve<F>(
 where
     F: AsyncFnOnce(Request) -> Result<Reply, ApiError>,
 {
+    let _serving = crate::db::Serving::start();
     let request_id = request
         .headers()
         .get(REQUEST_ID)
