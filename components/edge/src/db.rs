@@ -47,22 +47,42 @@ thread_local! {
     static SERVING: Cell<usize> = const { Cell::new(0) };
 }
 
+/// Counts itself in a per-instance counter for as long as it lives, so the count stays right
+/// when a request is dropped half-way.
+struct Counted(&'static std::thread::LocalKey<Cell<usize>>);
+
+impl Counted {
+    fn new(counter: &'static std::thread::LocalKey<Cell<usize>>) -> Self {
+        counter.set(counter.get() + 1);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
 /// A request being served. When the instance's last one ends, its kept connections go back to
 /// the pool: an instance between bursts, or retired after its last request, keeps none from the
 /// instances that are serving.
-pub struct Serving(());
+pub struct Serving {
+    _counted: Counted,
+}
 
 impl Serving {
     pub fn start() -> Self {
-        SERVING.set(SERVING.get() + 1);
-        Self(())
+        Self {
+            _counted: Counted::new(&SERVING),
+        }
     }
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        SERVING.set(SERVING.get() - 1);
-        if SERVING.get() == 0 {
+        // The count still includes this request: its `Counted` is dropped after this runs.
+        if SERVING.get() == 1 {
             IDLE.with_borrow_mut(Vec::clear);
         }
     }
@@ -82,9 +102,9 @@ impl Db {
         if let Some(connection) = kept(url) {
             return Ok(Self::new(connection, url, State::Clean));
         }
-        OPENING.set(OPENING.get() + 1);
+        let waiting = Counted::new(&OPENING);
         let opened = pg::Connection::open(url).await;
-        OPENING.set(OPENING.get() - 1);
+        drop(waiting);
         let connection = opened.map_err(|e| match e {
             pg::Error::PgError(e) => map_error(e),
             other => ApiError::Internal(other.to_string()),
@@ -149,6 +169,8 @@ impl Db {
         sql: &str,
         params: impl Into<Vec<ParameterValue>>,
     ) -> Result<u64, ApiError> {
+        // What a statement does to the transaction, for `Drop` to know whether it may keep the
+        // connection: every transaction in this crate is begun and ended by these three words.
         let after = match sql {
             "BEGIN" => State::InTransaction,
             "COMMIT" | "ROLLBACK" => State::Clean,

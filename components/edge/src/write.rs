@@ -248,14 +248,14 @@ impl Committed {
         if self.events.is_empty() {
             return;
         }
-        let outcome = match events::stamp(&self.db, &self.events).await {
-            Ok(()) => match cache {
+        let outcome = async {
+            events::stamp(&self.db, &self.events).await?;
+            match cache {
                 Some(cache) => publish_stamped(&self.db, cache, channel, &self.events).await,
                 None => Ok(()),
-            },
-            Err(e) => Err(e),
+            }
         };
-        if let Err(e) = outcome {
+        if let Err(e) = outcome.await {
             eprintln!("events not published yet: {e}");
         }
     }

@@ -630,12 +630,7 @@ impl Subscriber {
         let mut messages = self.0.on_message();
         let mut received = Vec::new();
         while received.len() < count {
-            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-                .await
-                .expect("an event within 10 s")
-                .expect("the subscription is open");
-            let payload: String = message.get_payload().unwrap();
-            received.push(serde_json::from_str::<Value>(&payload).unwrap());
+            received.push(next_envelope(&mut messages).await);
         }
         let extra = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
         assert!(extra.is_err(), "unexpected extra event: {extra:?}");
@@ -649,17 +644,24 @@ impl Subscriber {
         let mut missing = ids.clone();
         let mut received = Vec::new();
         while !missing.is_empty() {
-            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-                .await
-                .unwrap_or_else(|_| panic!("{} events not received within 10 s", missing.len()))
-                .expect("the subscription is open");
-            let payload: String = message.get_payload().unwrap();
-            let envelope = serde_json::from_str::<Value>(&payload).unwrap();
+            let envelope = next_envelope(&mut messages).await;
             missing.remove(envelope["id"].as_str().unwrap());
             received.push(envelope);
         }
         received
     }
+}
+
+/// The next envelope on a subscription, within 10 s.
+async fn next_envelope(
+    messages: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin),
+) -> Value {
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the subscription is open");
+    let payload: String = message.get_payload().unwrap();
+    serde_json::from_str(&payload).unwrap()
 }
 
 /// The status and JSON body of a response.
