@@ -22,6 +22,11 @@ impl Keyspace {
         }
     }
 
+    /// A `SCAN MATCH` pattern for every key of this app (what a test drops with its database).
+    pub fn every_key(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+
     /// The recorded response of an idempotency key's scope.
     pub fn idempotency_record(&self, scope_key: &str) -> String {
         format!("{}:idempotency:{scope_key}", self.prefix)
@@ -37,6 +42,15 @@ impl Keyspace {
         match id {
             TokenId::Jti(jti) => format!("{}:revoked-jti:{jti}", self.prefix),
             TokenId::Digest(digest) => format!("{}:revoked-token:{digest}", self.prefix),
+        }
+    }
+
+    /// The `seq` of the newest event published for `workspace` (for every workspace with `None`):
+    /// the doorbell live reads watch, so they look in Postgres only when something happened.
+    pub fn events_head(&self, workspace: Option<&str>) -> String {
+        match workspace {
+            Some(workspace) => format!("{}:events-head:{workspace}", self.prefix),
+            None => format!("{}:events-head", self.prefix),
         }
     }
 

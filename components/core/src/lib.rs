@@ -50,6 +50,8 @@ pub mod worker;
 pub mod events;
 // RFC 3339 timestamps.
 pub mod time;
+// Live reads: the event stream's frames and filters, and waiting reads.
+pub mod live;
 
 mod hex;
 

@@ -6,7 +6,9 @@
 
 use orchestrator_core::ApiError;
 use orchestrator_core::auth::Principal;
+use orchestrator_core::events::Envelope;
 use orchestrator_core::idempotency::StoredResponse;
+use orchestrator_core::ids::WorkspaceId;
 use orchestrator_core::keyspace::Keyspace;
 use orchestrator_core::revocation::{Revocation, RevocationRecord};
 use serde::{Deserialize, Serialize};
@@ -40,9 +42,15 @@ const CLAIM: &str = "local r = redis.call('GET', KEYS[1]) \
 const FINISH: &str = "if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end \
     redis.call('DEL', KEYS[2]) return 1";
 
-/// Publishes each argument to the channel, in order.
-const PUBLISH_ALL: &str = "for _, payload in ipairs(ARGV) do redis.call('PUBLISH', KEYS[1], payload) end \
-    return #ARGV";
+/// Publishes each event's payload (`ARGV[2i]`) to the channel (`KEYS[1]`), in order, and rings the
+/// doorbells live reads watch: its `seq` (`ARGV[2i - 1]`) becomes the head of its workspace
+/// (`KEYS[2 + i]`) and of all (`KEYS[2]`). In one script, so a doorbell never rings before the
+/// events it announces are out. A doorbell lasts a day after its last ring: one that expired rings
+/// as it is set again.
+const PUBLISH_ALL: &str = "for i = 1, #ARGV, 2 do \
+    redis.call('PUBLISH', KEYS[1], ARGV[i + 1]) \
+    redis.call('SET', KEYS[2 + (i + 1) / 2], ARGV[i], 'EX', 86400) end \
+    redis.call('SET', KEYS[2], ARGV[#ARGV - 1], 'EX', 86400) return #ARGV / 2";
 
 #[derive(Serialize, Deserialize)]
 struct Cached {
@@ -165,28 +173,53 @@ impl Cache {
         }
     }
 
-    /// Publishes `payloads` in order, in one round trip. Should it fail, any of them may have gone
-    /// out: delivery is at-least-once.
-    pub async fn publish(&self, channel: &str, payloads: Vec<Vec<u8>>) -> Result<(), ApiError> {
-        let failed = |e| ApiError::Unavailable(format!("redis publish: {e:?}"));
-        if let [payload] = payloads.as_slice() {
-            return self
-                .connection
-                .publish(channel, payload)
-                .await
-                .map_err(failed);
+    /// Publishes `events` in order and rings their doorbells, in one round trip. Should it fail,
+    /// any of them may have gone out: delivery is at-least-once.
+    pub async fn publish(&self, channel: &str, events: &[Envelope]) -> Result<(), ApiError> {
+        if events.is_empty() {
+            return Ok(());
         }
+        let binary = |text: &str| RedisParameter::Binary(text.as_bytes().to_vec());
         let mut arguments = vec![
-            RedisParameter::Binary(PUBLISH_ALL.as_bytes().to_vec()),
-            RedisParameter::Int64(1),
-            RedisParameter::Binary(channel.as_bytes().to_vec()),
+            binary(PUBLISH_ALL),
+            RedisParameter::Int64(events.len() as i64 + 2),
+            binary(channel),
+            binary(&self.keys.events_head(None)),
         ];
-        arguments.extend(payloads.into_iter().map(RedisParameter::Binary));
+        for event in events {
+            arguments.push(binary(
+                &self.keys.events_head(Some(event.workspace_id.as_str())),
+            ));
+        }
+        for event in events {
+            let payload =
+                serde_json::to_vec(event).map_err(|e| ApiError::Internal(e.to_string()))?;
+            arguments.push(binary(&event.seq.to_string()));
+            arguments.push(RedisParameter::Binary(payload));
+        }
         self.connection
             .execute("EVAL", arguments)
             .await
             .map(drop)
-            .map_err(failed)
+            .map_err(|e| ApiError::Unavailable(format!("redis publish: {e:?}")))
+    }
+
+    /// What rings when events of `workspace` (of any, with `None`) are published: it changes with
+    /// every batch, and says nothing else.
+    pub async fn events_head(
+        &self,
+        workspace: Option<&WorkspaceId>,
+    ) -> Result<Option<Vec<u8>>, ApiError> {
+        let key = self.keys.events_head(workspace.map(WorkspaceId::as_str));
+        let values = self
+            .connection
+            .execute("GET", [RedisParameter::Binary(key.into_bytes())])
+            .await
+            .map_err(unavailable)?;
+        Ok(match values.into_iter().next() {
+            Some(RedisResult::Binary(bytes)) => Some(bytes),
+            _ => None,
+        })
     }
 
     async fn eval<const K: usize, const A: usize>(

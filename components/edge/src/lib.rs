@@ -9,11 +9,14 @@
 //!   [`cache`] is its Redis side.
 //! - [`db`] and [`store`]: Postgres access, with the SQL of each table in one
 //!   module.
+//! - [`live`]: requests held open until something happens (the doorbell they
+//!   watch, waiting reads).
 
 pub mod cache;
 pub mod config;
 pub mod context;
 pub mod db;
+pub mod live;
 pub mod reply;
 pub mod request;
 pub mod routing;

@@ -54,6 +54,16 @@ impl Request {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Whether this read may wait for its object to change, and for what (see
+    /// [`orchestrator_core::live::WaitingRead`]).
+    pub fn waiting_read(&self) -> Result<Option<orchestrator_core::live::WaitingRead>, ApiError> {
+        orchestrator_core::live::WaitingRead::from_request(
+            &self.query,
+            self.header("if-none-match"),
+            self.header("prefer"),
+        )
+    }
+
     /// Decodes the JSON body into a request type (422 names the bad field).
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
         orchestrator_core::body::parse_json(self.header("content-type"), &self.body)

@@ -12,7 +12,7 @@ use crate::request::Request;
 use crate::store::events;
 use crate::store::idempotency;
 use orchestrator_core::ApiError;
-use orchestrator_core::events::{Envelope, NewEvent};
+use orchestrator_core::events::NewEvent;
 use orchestrator_core::idempotency::{
     self as rules, Decision, IdempotencyKey, REPLAYED_HEADER, StoredResponse,
 };
@@ -221,11 +221,8 @@ fn replay(
 ) -> Result<Reply, ApiError> {
     match rules::decide(Some(stored), fingerprint)? {
         Decision::Replay(stored) => {
-            let mut reply = Reply {
-                status: stored.status,
-                headers,
-                body: stored.body,
-            };
+            let mut reply = Reply::new(stored.status, stored.body);
+            reply.headers = headers;
             reply.headers.push((
                 REPLAYED_HEADER.0.to_ascii_lowercase(),
                 REPLAYED_HEADER.1.to_owned(),
@@ -270,7 +267,7 @@ async fn publish_stamped(
     db.execute("BEGIN", []).await?;
     let published = async {
         let batch = events::to_publish(db, own).await?;
-        send(cache, channel, &batch).await?;
+        cache.publish(channel, &batch).await?;
         db.execute("COMMIT", []).await
     }
     .await;
@@ -278,17 +275,4 @@ async fn publish_stamped(
         db.abandon().await;
     }
     published.map(drop)
-}
-
-/// Publishes `envelopes` in order, in one round trip.
-async fn send(cache: &Cache, channel: &str, envelopes: &[Envelope]) -> Result<(), ApiError> {
-    if envelopes.is_empty() {
-        return Ok(());
-    }
-    let payloads = envelopes
-        .iter()
-        .map(serde_json::to_vec)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    cache.publish(channel, payloads).await
 }

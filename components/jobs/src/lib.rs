@@ -45,7 +45,7 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
     Context::run(&request, async |context| match endpoint {
         Endpoint::ListJobs => read::list(&request, context).await,
         Endpoint::Submit => submit::submit(&request, context).await,
-        Endpoint::GetJob => read::get(id(), context).await,
+        Endpoint::GetJob => read::get(id(), &request, context).await,
         Endpoint::Transitions => read::transitions(id(), &request, context).await,
         Endpoint::Children => read::children(id(), &request, context).await,
         Endpoint::Cancel => lifecycle::cancel(id(), &request, context).await,

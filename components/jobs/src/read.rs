@@ -7,6 +7,7 @@ use orchestrator_core::job::JobState;
 use orchestrator_core::query::Page;
 use orchestrator_core::validation::Depth;
 use orchestrator_edge::db::Db;
+use orchestrator_edge::live::{Versioned, read_or_wait};
 use orchestrator_edge::store::job_transitions;
 use orchestrator_edge::store::jobs::{self, Filter, Job};
 use orchestrator_edge::{Context, Reply, Request};
@@ -18,12 +19,21 @@ async fn visible(db: &Db, id: &JobId, context: &Context) -> Result<Job, ApiError
     Ok(job)
 }
 
-/// `GET /api/jobs/{id}`
-pub async fn get(id: &str, context: &Context) -> Result<Reply, ApiError> {
+/// `GET /api/jobs/{id}`, which may wait for the job to change (`?wait=&after_version=`, see
+/// [`orchestrator_core::live::WaitingRead`]): what a manager waiting for a child job needs.
+pub async fn get(id: &str, request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::JobsRead)?;
     let id = JobId::from_path(id)?;
-    let job = visible(&context.db().await?, &id, context).await?;
-    Reply::ok(&job).map(|reply| reply.with_etag(job.version))
+    let waiting = request.waiting_read()?;
+    read_or_wait(context, waiting, async |db| {
+        let job = visible(db, &id, context).await?;
+        Ok(Versioned {
+            version: job.version,
+            workspace: job.workspace_id.clone(),
+            reply: Reply::ok(&job)?.with_etag(job.version),
+        })
+    })
+    .await
 }
 
 /// `GET /api/jobs?depth=&status=&parent_job_id=&workspace_id=&limit=&offset=`

@@ -1,9 +1,10 @@
 //! The supervisor component: AI workers and their lifecycle, under
-//! `/api/supervisor/`, and the catch-up read of the events channel,
-//! `/api/events`.
+//! `/api/supervisor/`, and the events: their catch-up read, `/api/events`,
+//! and their live stream, `/api/events/stream`.
 
 mod events;
 mod lifecycle;
+mod stream;
 mod transitions;
 mod workers;
 
@@ -24,6 +25,7 @@ enum Endpoint {
     Transitions,
     Metrics,
     Events,
+    EventStream,
 }
 
 const ROUTES: &Routes<Endpoint> = &[
@@ -72,6 +74,7 @@ const ROUTES: &Routes<Endpoint> = &[
     ),
     ("GET", "/api/supervisor/metrics", Endpoint::Metrics),
     ("GET", "/api/events", Endpoint::Events),
+    ("GET", "/api/events/stream", Endpoint::EventStream),
 ];
 
 #[http_service]
@@ -86,12 +89,13 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
     Context::run(&request, async |context| match endpoint {
         Endpoint::ListWorkers => workers::list(&request, context).await,
         Endpoint::RegisterWorker => workers::register(&request, context).await,
-        Endpoint::GetWorker => workers::get(id, context).await,
+        Endpoint::GetWorker => workers::get(id, &request, context).await,
         Endpoint::Act(action) => lifecycle::act(action, id, &request, context).await,
         Endpoint::Heartbeat => lifecycle::heartbeat(id, &request, context).await,
         Endpoint::Transitions => transitions::list(id, &request, context).await,
         Endpoint::Metrics => workers::metrics(&request, context).await,
         Endpoint::Events => events::catch_up(&request, context).await,
+        Endpoint::EventStream => stream::open(&request, context).await,
     })
     .await
 }

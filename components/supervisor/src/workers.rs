@@ -9,6 +9,7 @@ use orchestrator_core::query::Page;
 use orchestrator_core::requests::RegisterWorker;
 use orchestrator_core::worker::{WorkerState, registration_transition};
 use orchestrator_edge::db::Db;
+use orchestrator_edge::live::{Versioned, read_or_wait};
 use orchestrator_edge::store::worker_transitions;
 use orchestrator_edge::store::workers::{self, Filter, Worker};
 use orchestrator_edge::{Context, Reply, Request, write};
@@ -36,11 +37,19 @@ pub async fn list(request: &Request, context: &Context) -> Result<Reply, ApiErro
 }
 
 /// `GET /api/supervisor/workers/{id}`
-pub async fn get(id: &str, context: &Context) -> Result<Reply, ApiError> {
+pub async fn get(id: &str, request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::SupervisorRead)?;
     let id = WorkerId::from_path(id)?;
-    let worker = visible(&context.db().await?, &id, &context.caller).await?;
-    reply(200, &worker)
+    let waiting = request.waiting_read()?;
+    read_or_wait(context, waiting, async |db| {
+        let worker = visible(db, &id, &context.caller).await?;
+        Ok(Versioned {
+            version: worker.version,
+            workspace: worker.workspace_id.clone(),
+            reply: reply(200, &worker)?,
+        })
+    })
+    .await
 }
 
 /// The worker, if `caller` may see it: another workspace's worker is as unknown as a missing one.

@@ -3,6 +3,8 @@
 //! the requests, tokens, reads of the database and assertions that several
 //! test files share.
 
+pub mod sse;
+
 use futures_util::StreamExt;
 use orchestrator_core::auth::{Claims, Scope, encode_hs256};
 use reqwest::{Method, RequestBuilder, Response};
@@ -134,6 +136,7 @@ async fn connections(count: u32) -> OwnedSemaphorePermit {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let redis_keys = orchestrator_core::keyspace::Keyspace::for_database(&self.url).every_key();
         // Drop runs outside async context; a thread of its own may block.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -147,6 +150,20 @@ impl Drop for TestDatabase {
                 client
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     .await?;
+                // The app's Redis keys (idempotency records, doorbells) go with its database.
+                let mut redis = redis::Client::open(REDIS)?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(&redis_keys)
+                    .query_async(&mut redis)
+                    .await?;
+                if !keys.is_empty() {
+                    redis::cmd("DEL")
+                        .arg(keys)
+                        .query_async::<()>(&mut redis)
+                        .await?;
+                }
                 anyhow::Ok(())
             })
         })

@@ -366,6 +366,8 @@ fn endpoints(job: &str) -> Vec<Endpoint> {
         endpoint("GET", "/api/supervisor/metrics", "").params(&[("workspace_id", Param::Id)]),
         endpoint("GET", "/api/events", "")
             .params(&[("after_seq", Param::NonNegative), ("limit", Param::Limit)]),
+        endpoint("GET", "/api/events/stream", "").params(&[("after_seq", Param::NonNegative)]),
+        endpoint("GET", "/", ""),
         endpoint("GET", "/api/resources/quotas", ""),
         endpoint("POST", "/api/resources/allocate", "").body(
             json!({"job_id": job, "depth": 0, "worker_count": 1}),

@@ -101,6 +101,33 @@ fn envelope(row: &Row) -> Result<Envelope, ApiError> {
     Ok(Envelope::new(row.text(1)?, row.int(0)?, row.int(3)?, event))
 }
 
+/// The cursor after which the last `count` numbered events (of `workspace`) follow: a stream's
+/// `tail`. The filters of a stream are not counted: the tail is of the outbox, not of the matches.
+pub async fn tail_cursor(
+    db: &Db,
+    workspace: Option<&WorkspaceId>,
+    count: i64,
+) -> Result<i64, ApiError> {
+    let row = match workspace {
+        Some(workspace) => {
+            db.optional_row(
+                "SELECT seq FROM events WHERE workspace_id = $1 AND seq IS NOT NULL \
+                 ORDER BY seq DESC OFFSET $2 LIMIT 1",
+                [crate::db::text(workspace.as_str()), count.into()],
+            )
+            .await?
+        }
+        None => {
+            db.optional_row(
+                "SELECT seq FROM events WHERE seq IS NOT NULL ORDER BY seq DESC OFFSET $1 LIMIT 1",
+                [count.into()],
+            )
+            .await?
+        }
+    };
+    row.map_or(Ok(0), |row| row.int(0))
+}
+
 /// Events after `after_seq`, oldest first, for subscribers catching up.
 pub async fn after(
     db: &Db,
