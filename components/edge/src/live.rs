@@ -3,7 +3,8 @@
 //! A component cannot SUBSCRIBE through `spin:redis`, and a live read that polled Postgres would
 //! cost the database a query per tick per open request. So every batch of published events also
 //! sets a Redis key per workspace and one for all ([`Cache::publish`]); a live read polls that key
-//! on one Redis connection it keeps — a GET every [`TICK`] — and looks in Postgres only when the key
+//! on one Redis connection it keeps — a GET every [`TICK`] for a stream, every [`WAIT_TICK`] for a
+//! waiting read, shared by the live reads of an instance — and looks in Postgres only when the key
 //! changed, or every [`FALLBACK`] anyway (every [`FALLBACK_WITHOUT_REDIS`] while Redis is out, when
 //! nothing rings).
 
@@ -15,12 +16,18 @@ use crate::reply::Reply;
 use orchestrator_core::ApiError;
 use orchestrator_core::ids::WorkspaceId;
 use orchestrator_core::live::WaitingRead;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// How often a live read asks Redis whether its doorbell rang. Longer than the 40 ms a client
+/// How often an event stream asks Redis whether its doorbell rang. Longer than the 40 ms a client
 /// may delay its ACK, so that a stream's writes, at most one per tick, never wait on Nagle's
 /// algorithm for the ACK of the one before (Spin sets no `TCP_NODELAY`).
 pub const TICK: Duration = Duration::from_millis(50);
+
+/// The same for a waiting read, whose one answer carries its length (no Nagle wait): shorter, so
+/// it answers well within 100 ms of the change.
+pub const WAIT_TICK: Duration = Duration::from_millis(20);
 
 /// How often a live read looks in Postgres when nothing rang, while Redis answers: every publish
 /// rings, so only events whose writer could not reach Redis (or died before publishing) and that
@@ -51,18 +58,25 @@ pub struct Doorbell {
     heard: Option<Vec<u8>>,
     /// When to look in Postgres whatever the bell says.
     look_at: Instant,
+    /// How often to ask Redis.
+    tick: Duration,
 }
 
 impl Doorbell {
     /// Starts listening. The first [`Doorbell::wait`] returns at once: whatever happened before
     /// the bell was first heard rang for nobody, so the caller looks once after listening starts.
-    pub async fn listen(config: &'static Config, workspace: Option<&WorkspaceId>) -> Self {
+    pub async fn listen(
+        config: &'static Config,
+        workspace: Option<&WorkspaceId>,
+        tick: Duration,
+    ) -> Self {
         let mut bell = Self {
             config,
             workspace: workspace.cloned(),
             cache: None,
             heard: None,
             look_at: Instant::now(),
+            tick,
         };
         bell.heard = bell.hear().await;
         bell
@@ -99,7 +113,7 @@ impl Doorbell {
             if now >= until {
                 return Wake::Deadline;
             }
-            spin_sdk::time::sleep(TICK.min(until - now).min(self.look_at - now)).await;
+            spin_sdk::time::sleep(self.tick.min(until - now).min(self.look_at - now)).await;
             let head = self.hear().await;
             if head.is_some() && head != self.heard {
                 self.heard = head;
@@ -110,8 +124,18 @@ impl Doorbell {
     }
 
     /// The bell's value now; `None` if it never rang or Redis is out (reconnected at the next
-    /// fallback look).
+    /// tick). The live reads of one instance that watch one bell share what it said within half a
+    /// tick, so an instance asks Redis about a bell about twice a tick however many of its requests
+    /// wait on it, and a ring is heard at most a tick and a half after it rang.
     async fn hear(&mut self) -> Option<Vec<u8>> {
+        if let Some(fresh) = LAST_HEARD.with_borrow(|heard| {
+            heard
+                .get(&self.workspace)
+                .filter(|(at, _)| at.elapsed() < self.tick / 2)
+                .map(|(_, value)| value.clone())
+        }) {
+            return fresh;
+        }
         if self.cache.is_none() {
             self.cache = Cache::connect(&self.config.redis_url, &self.config.database_url)
                 .await
@@ -119,13 +143,24 @@ impl Doorbell {
         }
         let cache = self.cache.as_ref()?;
         match cache.events_head(self.workspace.as_ref()).await {
-            Ok(head) => head,
+            Ok(head) => {
+                LAST_HEARD.with_borrow_mut(|heard| {
+                    heard.insert(self.workspace.clone(), (Instant::now(), head.clone()));
+                });
+                head
+            }
             Err(_) => {
                 self.cache = None;
                 None
             }
         }
     }
+}
+
+thread_local! {
+    /// What each bell said when this instance last asked, and when.
+    static LAST_HEARD: RefCell<HashMap<Option<WorkspaceId>, (Instant, Option<Vec<u8>>)>> =
+        RefCell::new(HashMap::new());
 }
 
 /// What a waiting read reads: the object's version, where it lives, and the reply showing it.
@@ -153,7 +188,7 @@ pub async fn read_or_wait(
         return Ok(current.reply);
     }
     if Instant::now() < until {
-        let mut bell = Doorbell::listen(context.config, Some(&current.workspace)).await;
+        let mut bell = Doorbell::listen(context.config, Some(&current.workspace), WAIT_TICK).await;
         while bell.wait(until).await != Wake::Deadline {
             current = read(&context.db().await?).await?;
             if !waiting.unchanged(current.version) {

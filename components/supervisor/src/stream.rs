@@ -20,7 +20,7 @@ use orchestrator_core::ids::WorkspaceId;
 use orchestrator_core::live::{self, KEEP_ALIVE_FRAME, Resume, StreamFilter};
 use orchestrator_edge::config::seconds_variable;
 use orchestrator_edge::db::Serving;
-use orchestrator_edge::live::{Doorbell, Wake};
+use orchestrator_edge::live::{Doorbell, TICK, Wake};
 use orchestrator_edge::store::events;
 use orchestrator_edge::{Config, Context, Reply, Request};
 use std::cell::RefCell;
@@ -75,7 +75,7 @@ pub async fn open(request: &Request, context: &Context) -> Result<Reply, ApiErro
             events::tail_cursor(&db, workspace.as_ref(), count).await?
         }
     };
-    let bell = Doorbell::listen(context.config, workspace.as_ref()).await;
+    let bell = Doorbell::listen(context.config, workspace.as_ref(), TICK).await;
     let now = Instant::now();
     let mut stream = Stream {
         config: context.config,
