@@ -36,6 +36,14 @@ enum State {
 const KEPT: usize = 4;
 const KEPT_FOR: Duration = Duration::from_millis(250);
 
+/// The longest the app waits for Postgres in one call: opening a connection (with the wait for
+/// Spin's pool, which never times out) or one statement. Neither Spin nor its driver bounds them
+/// (no statement timeout, no TCP keepalive), so a Postgres that stops answering without closing the
+/// connection (a partition, a hung host) would hold each request until the operating system gives
+/// up, minutes later, and every later request would pile up behind the pool. After this the
+/// request is a 503, and the connection it was on is let go.
+pub const POSTGRES_WAIT: Duration = Duration::from_secs(4);
+
 thread_local! {
     /// Connections a request left clean, newest last, with when they were left.
     static IDLE: RefCell<Vec<(String, pg::Connection, Instant)>> = const { RefCell::new(Vec::new()) };
@@ -103,9 +111,9 @@ impl Db {
             return Ok(Self::new(connection, url, State::Clean));
         }
         let waiting = Counted::new(&OPENING);
-        let opened = pg::Connection::open(url).await;
+        let opened = bounded("opening a connection", pg::Connection::open(url)).await;
         drop(waiting);
-        let connection = opened.map_err(|e| match e {
+        let connection = opened?.map_err(|e| match e {
             pg::Error::PgError(e) => map_error(e),
             other => ApiError::Internal(other.to_string()),
         })?;
@@ -195,7 +203,9 @@ impl Db {
         statement: impl Future<Output = Result<T, pg::Error>>,
     ) -> Result<T, ApiError> {
         let before = self.state.replace(State::Doubtful);
-        let answer = statement.await.map_err(query_error);
+        let answer = bounded("a statement", statement)
+            .await
+            .and_then(|answer| answer.map_err(query_error));
         match &answer {
             Ok(_) => self.state.set(before),
             Err(ApiError::Unavailable(_)) => IDLE.with_borrow_mut(Vec::clear),
@@ -235,6 +245,19 @@ fn kept(url: &str) -> Option<pg::Connection> {
         let newest = idle.iter().rposition(|(kept_for, ..)| kept_for == url)?;
         Some(idle.remove(newest).1)
     })
+}
+
+/// `call`, unless it takes longer than [`POSTGRES_WAIT`]: then a 503. Dropping the call abandons it;
+/// the connection it was on is doubtful and is not kept.
+async fn bounded<T>(what: &str, call: impl Future<Output = T>) -> Result<T, ApiError> {
+    let call = std::pin::pin!(call);
+    let deadline = std::pin::pin!(spin_sdk::time::sleep(POSTGRES_WAIT));
+    match futures::future::select(call, deadline).await {
+        futures::future::Either::Left((answer, _)) => Ok(answer),
+        futures::future::Either::Right(_) => Err(ApiError::Unavailable(format!(
+            "Postgres did not answer {what} within {POSTGRES_WAIT:?}"
+        ))),
+    }
 }
 
 fn query_error(e: pg::Error) -> ApiError {

@@ -136,7 +136,7 @@ async fn connections(count: u32) -> OwnedSemaphorePermit {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let redis_keys = orchestrator_core::keyspace::Keyspace::for_database(&self.url).every_key();
+        let url = self.url.clone();
         // Drop runs outside async context; a thread of its own may block.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -151,24 +151,35 @@ impl Drop for TestDatabase {
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     .await?;
                 // The app's Redis keys (idempotency records, doorbells) go with its database.
-                let mut redis = redis::Client::open(REDIS)?
-                    .get_multiplexed_async_connection()
-                    .await?;
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(&redis_keys)
-                    .query_async(&mut redis)
-                    .await?;
-                if !keys.is_empty() {
-                    redis::cmd("DEL")
-                        .arg(keys)
-                        .query_async::<()>(&mut redis)
-                        .await?;
-                }
+                forget_redis_keys(&url).await;
                 anyhow::Ok(())
             })
         })
         .join();
     }
+}
+
+/// Deletes the Redis keys of the app whose database URL is `database_url` (they are namespaced by
+/// it): what a test leaves there goes with its database. Best effort: Redis may be down.
+pub async fn forget_redis_keys(database_url: &str) {
+    let pattern = orchestrator_core::keyspace::Keyspace::for_database(database_url).every_key();
+    let forget = async {
+        let mut redis = redis::Client::open(REDIS)?
+            .get_multiplexed_async_connection()
+            .await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut redis)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<()>(&mut redis)
+                .await?;
+        }
+        redis::RedisResult::Ok(())
+    };
+    let _ = forget.await;
 }
 
 /// `value` percent-encoded for a query string (RFC 3986 unreserved characters kept), so tests can
