@@ -143,6 +143,7 @@ async fn without_redis_a_wait_still_sees_the_change() {
 async fn bad_waits_are_refused_and_other_workspaces_stay_unknown() {
     let app = spawn_app().await;
     let id = app.submit_at(0, None).await;
+    app.register_worker("w_1", "ws_a").await;
     for query in [
         "wait=61&after_version=1",
         "wait=-1&after_version=1",
@@ -150,8 +151,13 @@ async fn bad_waits_are_refused_and_other_workspaces_stay_unknown() {
         "wait=10",
         "after_version=x",
     ] {
-        let (response, _) = read(&app, &format!("/api/jobs/{id}?{query}"), &[]).await;
-        assert_error(response, 422, "VALIDATION_FAILED").await;
+        for path in [
+            format!("/api/jobs/{id}"),
+            "/api/supervisor/workers/w_1".into(),
+        ] {
+            let (response, _) = read(&app, &format!("{path}?{query}"), &[]).await;
+            assert_error(response, 422, "VALIDATION_FAILED").await;
+        }
     }
     let outsider = token(&[Scope::JobsRead], Some(OTHER_WORKSPACE));
     let started = Instant::now();
