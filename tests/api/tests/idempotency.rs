@@ -289,3 +289,44 @@ async fn keyed_allocate_release_cancel_complete_and_fail_replay_without_a_second
     }
     assert_eq!(app.allocated().await, [0; 6]);
 }
+
+/// The same refusal for a heartbeat and a release, whose rows a held lock keeps them waiting on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_and_releases_in_flight_refuse_their_duplicates_too() {
+    let app = spawn_app().await;
+    app.register_worker("w_beat", WORKSPACE).await;
+    let job = app.submit_at(0, None).await;
+    assert_eq!(app.granted(&job, 0, 1).await, 1);
+    let cases = [
+        (
+            "/api/supervisor/workers/w_beat/heartbeat".to_owned(),
+            json!({}),
+            "SELECT 1 FROM workers WHERE id = 'w_beat' FOR UPDATE".to_owned(),
+        ),
+        (
+            "/api/resources/release".to_owned(),
+            json!({"job_id": job, "depth": 0}),
+            format!("SELECT 1 FROM jobs WHERE id = '{job}' FOR UPDATE"),
+        ),
+    ];
+    for (path, body, hold) in cases {
+        let key = format!("held-{}", unique());
+        let mut holder = app.db.client().await.unwrap();
+        let lock = holder.transaction().await.unwrap();
+        lock.execute(hold.as_str(), &[]).await.unwrap();
+        let first = app
+            .request(Method::POST, &path, Some(&member()))
+            .header("Idempotency-Key", &key)
+            .json(&body);
+        let first = tokio::spawn(async move { Answer::read(first.send().await.unwrap()).await });
+        until_a_request_waits_for_a_lock(&app).await;
+        let bearer = member();
+        let duplicate = send_keyed(&app, &path, &bearer, ("Idempotency-Key", &key), &body);
+        let duplicate = tokio::time::timeout(REFUSAL_WITHIN, duplicate)
+            .await
+            .expect("the duplicate is refused at once");
+        assert_error_answer(&duplicate, 409, "IDEMPOTENCY_KEY_IN_USE");
+        lock.rollback().await.unwrap();
+        assert_eq!(first.await.unwrap().status, 200, "{path}");
+    }
+}

@@ -637,3 +637,27 @@ async fn every_endpoint_needs_a_valid_token_with_its_scope() {
     let response = app.get("/api/jobs/submit/x", &writer()).await;
     assert_not_found(response).await;
 }
+
+#[tokio::test]
+async fn cancel_and_fail_refuse_a_stale_if_match_and_change_nothing() {
+    let app = spawn_app().await;
+    for (action, body) in [
+        ("cancel", json!({"reason": "r"})),
+        ("fail", json!({"error": "e"})),
+    ] {
+        let job = submit_task(&app, &writer(), "guarded").await;
+        run(&app, &job).await;
+        // Running at version 2 (the allocation started it): version 1 is stale.
+        let path = format!("/api/jobs/{job}/{action}");
+        let stale = app
+            .post_with(&path, &writer(), ("If-Match", "\"1\""), Some(body.clone()))
+            .await;
+        let refused = assert_error(stale, 412, "VERSION_MISMATCH").await;
+        assert_eq!(refused["error"]["details"]["current_version"], 2);
+        assert_eq!(app.job(&job).await["status"], "RUNNING", "{action}");
+        let current = app
+            .post_with(&path, &writer(), ("If-Match", "\"2\""), Some(body))
+            .await;
+        assert_eq!(current.status(), 200, "{action}");
+    }
+}
