@@ -52,8 +52,11 @@ pub enum Wake {
 pub struct Doorbell {
     config: &'static Config,
     workspace: Option<WorkspaceId>,
-    /// `None` while Redis cannot be reached: then only [`FALLBACK`] looks happen.
+    /// `None` while Redis cannot be reached: then only [`FALLBACK_WITHOUT_REDIS`] looks happen.
     cache: Option<Cache>,
+    /// When to try Redis again while it cannot be reached: not every tick, which would open a
+    /// connection (or wait on one that hangs) twenty times a second.
+    reconnect_at: Instant,
     /// The value last heard, so a change is a ring.
     heard: Option<Vec<u8>>,
     /// When to look in Postgres whatever the bell says.
@@ -76,6 +79,7 @@ impl Doorbell {
             cache: None,
             heard: None,
             look_at: Instant::now(),
+            reconnect_at: Instant::now(),
             tick,
         };
         bell.heard = bell.hear().await;
@@ -123,8 +127,8 @@ impl Doorbell {
         }
     }
 
-    /// The bell's value now; `None` if it never rang or Redis is out (reconnected at the next
-    /// tick). The live reads of one instance that watch one bell share what it said within half a
+    /// The bell's value now; `None` if it never rang or Redis is out (tried again every
+    /// [`FALLBACK_WITHOUT_REDIS`]). The live reads of one instance that watch one bell share what it said within half a
     /// tick, so an instance asks Redis about a bell about twice a tick however many of its requests
     /// wait on it, and a ring is heard at most a tick and a half after it rang.
     async fn hear(&mut self) -> Option<Vec<u8>> {
@@ -137,6 +141,10 @@ impl Doorbell {
             return fresh;
         }
         if self.cache.is_none() {
+            if Instant::now() < self.reconnect_at {
+                return None;
+            }
+            self.reconnect_at = Instant::now() + FALLBACK_WITHOUT_REDIS;
             self.cache = Cache::connect(&self.config.redis_url, &self.config.database_url)
                 .await
                 .ok();
