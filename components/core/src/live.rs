@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use crate::error::ApiError;
 use crate::events::{Envelope, EventType};
+use crate::ids::WorkspaceId;
 use crate::query::Query;
 use crate::validation::{BoundedInt, NonNegative};
 
@@ -48,6 +49,24 @@ pub fn resume(last_event_id: Option<&str>, query: &Query) -> Result<Resume, ApiE
         (None, Some(tail)) => Ok(Resume::Tail(tail.get())),
         (None, None) => Ok(Resume::After(0)),
     }
+}
+
+/// The doorbells a published batch rings, each with the `seq` it rings with: every workspace in
+/// the batch (`Some`) with its last event's, and all workspaces (`None`) with the batch's last. Once
+/// per workspace, however many of its events the batch holds (a drained backlog holds hundreds).
+pub fn doorbells(batch: &[Envelope]) -> Vec<(Option<&WorkspaceId>, i64)> {
+    let mut rings: Vec<(Option<&WorkspaceId>, i64)> = Vec::new();
+    for event in batch {
+        let workspace = Some(&event.workspace_id);
+        match rings.iter_mut().find(|(rung, _)| *rung == workspace) {
+            Some(ring) => ring.1 = ring.1.max(event.seq),
+            None => rings.push((workspace, event.seq)),
+        }
+    }
+    if let Some(last) = batch.iter().map(|event| event.seq).max() {
+        rings.push((None, last));
+    }
+    rings
 }
 
 /// Which events a stream carries, beyond the caller's workspace: `types=` (comma-separated event
@@ -219,13 +238,16 @@ fn entity_tag_versions(header: &str) -> Option<Vec<i64>> {
 mod tests {
     use super::*;
     use crate::events::{NewEvent, Subject, SubjectKind};
-    use crate::ids::WorkspaceId;
     use serde_json::json;
 
     fn event(seq: i64, event_type: EventType, subject: &str) -> Envelope {
+        event_in("ws", seq, event_type, subject)
+    }
+
+    fn event_in(workspace: &str, seq: i64, event_type: EventType, subject: &str) -> Envelope {
         let event = NewEvent {
             event_type,
-            workspace_id: WorkspaceId::parse("ws").unwrap(),
+            workspace_id: WorkspaceId::parse(workspace).unwrap(),
             subject: Subject {
                 kind: SubjectKind::Job,
                 id: subject.into(),
@@ -250,6 +272,21 @@ mod tests {
         for bad in ["after_seq=x", "tail=0", "tail=501", "tail=9&after_seq=1"] {
             assert_eq!(start(None, bad).unwrap_err().status(), 422, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_batch_rings_each_workspace_once_with_its_last_seq_and_all_with_the_batch_last() {
+        let batch = [
+            event_in("a", 7, EventType::JobSubmitted, "j_1"),
+            event_in("b", 8, EventType::JobSubmitted, "j_2"),
+            event_in("a", 9, EventType::JobStateChanged, "j_1"),
+        ];
+        let rings: Vec<(Option<&str>, i64)> = doorbells(&batch)
+            .into_iter()
+            .map(|(workspace, seq)| (workspace.map(WorkspaceId::as_str), seq))
+            .collect();
+        assert_eq!(rings, [(Some("a"), 9), (Some("b"), 8), (None, 9)]);
+        assert!(doorbells(&[]).is_empty());
     }
 
     #[test]

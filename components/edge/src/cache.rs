@@ -42,15 +42,15 @@ const CLAIM: &str = "local r = redis.call('GET', KEYS[1]) \
 const FINISH: &str = "if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end \
     redis.call('DEL', KEYS[2]) return 1";
 
-/// Publishes each event's payload (`ARGV[2i]`) to the channel (`KEYS[1]`), in order, and rings the
-/// doorbells live reads watch: its `seq` (`ARGV[2i - 1]`) becomes the head of its workspace
-/// (`KEYS[2 + i]`) and of all (`KEYS[2]`). In one script, so a doorbell never rings before the
-/// events it announces are out. A doorbell lasts a day after its last ring: one that expired rings
-/// as it is set again.
-const PUBLISH_ALL: &str = "for i = 1, #ARGV, 2 do \
-    redis.call('PUBLISH', KEYS[1], ARGV[i + 1]) \
-    redis.call('SET', KEYS[2 + (i + 1) / 2], ARGV[i], 'EX', 86400) end \
-    redis.call('SET', KEYS[2], ARGV[#ARGV - 1], 'EX', 86400) return #ARGV / 2";
+/// Publishes the payloads (`ARGV[2 ..= ARGV[1] + 1]`) to the channel (`KEYS[1]`), in order, then
+/// rings the doorbells live reads watch: each key after the channel (`KEYS[j]`) is set to its `seq`
+/// (`ARGV[ARGV[1] + j]`; see [`orchestrator_core::live::doorbells`]). In one script, so a doorbell
+/// never rings before the events it announces are out. A doorbell lasts a day after its last ring:
+/// one that expired rings as it is set again.
+const PUBLISH_ALL: &str = "local n = tonumber(ARGV[1]) \
+    for i = 2, n + 1 do redis.call('PUBLISH', KEYS[1], ARGV[i]) end \
+    for j = 2, #KEYS do redis.call('SET', KEYS[j], ARGV[n + j], 'EX', 86400) end \
+    return n";
 
 #[derive(Serialize, Deserialize)]
 struct Cached {
@@ -180,22 +180,25 @@ impl Cache {
             return Ok(());
         }
         let binary = |text: &str| RedisParameter::Binary(text.as_bytes().to_vec());
+        let doorbells = orchestrator_core::live::doorbells(events);
         let mut arguments = vec![
             binary(PUBLISH_ALL),
-            RedisParameter::Int64(events.len() as i64 + 2),
+            RedisParameter::Int64(1 + doorbells.len() as i64),
             binary(channel),
-            binary(&self.keys.events_head(None)),
         ];
-        for event in events {
+        for (workspace, _) in &doorbells {
             arguments.push(binary(
-                &self.keys.events_head(Some(event.workspace_id.as_str())),
+                &self.keys.events_head(workspace.map(WorkspaceId::as_str)),
             ));
         }
+        arguments.push(RedisParameter::Int64(events.len() as i64));
         for event in events {
             let payload =
                 serde_json::to_vec(event).map_err(|e| ApiError::Internal(e.to_string()))?;
-            arguments.push(binary(&event.seq.to_string()));
             arguments.push(RedisParameter::Binary(payload));
+        }
+        for (_, seq) in &doorbells {
+            arguments.push(RedisParameter::Int64(*seq));
         }
         self.connection
             .execute("EVAL", arguments)
