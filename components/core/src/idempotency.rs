@@ -36,17 +36,20 @@ impl IdempotencyKey {
     }
 
     /// The key of a request, from `Idempotency-Key` or else its alias `Request-Id`; `None` when the client
-    /// sent neither (the request then simply runs). A malformed key is a 422 naming the header it came from.
+    /// sent neither (the request then simply runs). Every key header sent must be well formed, even the
+    /// alias that `Idempotency-Key` overrides: a malformed one is a 422 naming it (`Idempotency-Key`
+    /// first), never silently ignored.
     pub fn from_headers(
         idempotency_key: Option<&str>,
         request_id: Option<&str>,
     ) -> Result<Option<Self>, ApiError> {
-        let (header, raw) = match (idempotency_key, request_id) {
-            (Some(raw), _) => (HEADER, raw),
-            (None, Some(raw)) => (ALIAS_HEADER, raw),
-            (None, None) => return Ok(None),
+        let parse = |header: &str, raw: Option<&str>| {
+            raw.map(|raw| Self::parse(raw).map_err(|e| e.at(header)))
+                .transpose()
         };
-        Self::parse(raw).map(Some).map_err(|e| e.at(header))
+        let key = parse(HEADER, idempotency_key)?;
+        let alias = parse(ALIAS_HEADER, request_id)?;
+        Ok(key.or(alias))
     }
 
     pub fn as_str(&self) -> &str {
@@ -136,6 +139,11 @@ mod tests {
         let error = key(None, Some("")).unwrap_err();
         assert_eq!(error.status(), 422);
         assert_eq!(error.details()["fields"][0]["field"], "Request-Id");
+        // The overridden alias is still checked; the key's own error comes first.
+        let error = key(Some("k1"), Some("é")).unwrap_err();
+        assert_eq!(error.details()["fields"][0]["field"], "Request-Id");
+        let error = key(Some(""), Some("é")).unwrap_err();
+        assert_eq!(error.details()["fields"][0]["field"], "Idempotency-Key");
     }
 
     #[test]

@@ -27,7 +27,11 @@ impl Context {
     {
         let config = Config::shared().await?;
         let now_secs = crate::now_millis() / 1000;
-        let caller = authenticate(request.header("authorization"), &config.auth, now_secs)?;
+        let caller = authenticate(
+            request.header("authorization").as_deref(),
+            &config.auth,
+            now_secs,
+        )?;
         let context = Self { config, caller };
         let revocation = check_not_revoked(context.config, &context.caller);
         if request.method == "GET" {

@@ -1,5 +1,7 @@
 //! An incoming request, read whole (bodies are capped at 64 KiB).
 
+use std::borrow::Cow;
+
 use futures::StreamExt;
 use orchestrator_core::ApiError;
 use orchestrator_core::body::MAX_BODY_BYTES;
@@ -50,8 +52,14 @@ impl Request {
         })
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+    /// A header's value. One with bytes outside visible ASCII is read lossily rather than dropped:
+    /// dropping it would turn a malformed `If-Match` into no precondition and a malformed
+    /// `Idempotency-Key` into no key, where each header's own parse now refuses it or finds that it
+    /// matches nothing.
+    pub fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
     }
 
     /// Whether this read may wait for its object to change, and for what (see
@@ -59,13 +67,13 @@ impl Request {
     pub fn waiting_read(&self) -> Result<Option<orchestrator_core::live::WaitingRead>, ApiError> {
         orchestrator_core::live::WaitingRead::from_request(
             &self.query,
-            self.header("if-none-match"),
-            self.header("prefer"),
+            self.header("if-none-match").as_deref(),
+            self.header("prefer").as_deref(),
         )
     }
 
     /// Decodes the JSON body into a request type (422 names the bad field).
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        orchestrator_core::body::parse_json(self.header("content-type"), &self.body)
+        orchestrator_core::body::parse_json(self.header("content-type").as_deref(), &self.body)
     }
 }

@@ -48,8 +48,8 @@ where
     F: AsyncFnOnce(&mut Tx) -> Result<Reply, ApiError>,
 {
     let key = IdempotencyKey::from_headers(
-        request.header(rules::HEADER),
-        request.header(rules::ALIAS_HEADER),
+        request.header(rules::HEADER).as_deref(),
+        request.header(rules::ALIAS_HEADER).as_deref(),
     )?;
     let config = &context.config;
     let cache = Cache::connect(&config.redis_url, &config.database_url).await;

@@ -79,7 +79,13 @@ async fn locked(
     request: &Request,
     context: &Context,
 ) -> Result<Job, ApiError> {
-    jobs::lock_for_change(&tx.db, id, &context.caller, request.header("if-match")).await
+    jobs::lock_for_change(
+        &tx.db,
+        id,
+        &context.caller,
+        request.header("if-match").as_deref(),
+    )
+    .await
 }
 
 /// Carries out `plan` over the `tree` of jobs it was made from (all locked): frees what the ending jobs hold, ends them with `outcome`,

@@ -12,7 +12,7 @@ use serde_json::json;
 /// 200 `{}` whether or not there was anything to revoke (RFC 7009 §2.2), so the answer tells nobody
 /// whether a token is valid; 503 when Redis cannot record it, so the client knows to retry.
 pub async fn revoke(request: &Request) -> Result<Reply, ApiError> {
-    let revoke = RevokeRequest::parse(request.header("content-type"), &request.body)?;
+    let revoke = RevokeRequest::parse(request.header("content-type").as_deref(), &request.body)?;
     let config = Config::shared().await?;
     let client = match &revoke.client {
         Some(credentials) => {

@@ -8,7 +8,8 @@ use orchestrator_edge::store::service_accounts;
 use orchestrator_edge::{Reply, Request, now_millis, random_bytes};
 
 pub async fn issue(request: &Request) -> Result<Reply, ApiError> {
-    let token_request = TokenRequest::parse(request.header("content-type"), &request.body)?;
+    let token_request =
+        TokenRequest::parse(request.header("content-type").as_deref(), &request.body)?;
     let config = Config::shared().await?;
     let ttl_secs = seconds_variable("token_ttl_seconds").await?;
     let db = Db::connect(&config.database_url).await?;

@@ -29,7 +29,8 @@ pub async fn allocate(request: &Request, context: &Context) -> Result<Reply, Api
         // depth's quota row: every grant and release at this depth holds it, so `allocated` read
         // below is exact until this transaction commits. Jobs before quota rows is the order every
         // writer follows (cancel, complete, fail, release), so none of them can deadlock with this.
-        let job = jobs::lock_for_change(&tx.db, &body.job_id, &context.caller, if_match).await?;
+        let job = jobs::lock_for_change(&tx.db, &body.job_id, &context.caller, if_match.as_deref())
+            .await?;
         let start = plan_allocation(&job.id, job.depth, job.status, body.depth, &tx.actor)?;
         let allocated = quotas::lock(&tx.db, &[body.depth])
             .await?
@@ -78,7 +79,8 @@ pub async fn release(request: &Request, context: &Context) -> Result<Reply, ApiE
     let if_match = request.header("if-match");
     write(context, request, async |tx| {
         // Same lock order as allocating: the job, then (inside `allocations::release`) the quota row.
-        let job = jobs::lock_for_change(&tx.db, &body.job_id, &context.caller, if_match).await?;
+        let job = jobs::lock_for_change(&tx.db, &body.job_id, &context.caller, if_match.as_deref())
+            .await?;
         let holding: Vec<(JobId, Depth)> = (job.depth == body.depth && job.allocated_workers > 0)
             .then(|| (job.id.clone(), job.depth))
             .into_iter()

@@ -72,6 +72,6 @@ async fn lock_for_change(
         .await?
         .ok_or_else(|| id.not_found())?;
     context.caller.check_visible(&worker.workspace_id, id)?;
-    check_if_match(request.header("if-match"), worker.version)?;
+    check_if_match(request.header("if-match").as_deref(), worker.version)?;
     Ok(worker)
 }

@@ -64,7 +64,7 @@ impl Timing {
 /// that is down still gets its status.
 pub async fn open(request: &Request, context: &Context) -> Result<Reply, ApiError> {
     context.caller.require(Scope::SupervisorRead)?;
-    let start = live::resume(request.header("last-event-id"), &request.query)?;
+    let start = live::resume(request.header("last-event-id").as_deref(), &request.query)?;
     let filter = StreamFilter::from_query(&request.query)?;
     let timing = Timing::shared().await?;
     let workspace = context.caller.workspace_id.clone();

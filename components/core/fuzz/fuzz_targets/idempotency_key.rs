@@ -2,9 +2,9 @@
 //!
 //! Input: one byte saying which headers are present (bit 0 `Idempotency-Key`, bit 1 `Request-Id`),
 //! then their values separated by the first newline. Invariants: never a panic; no header is no key;
-//! `Idempotency-Key` wins over its alias; a key is 1-255 printable ASCII characters, exactly as sent,
-//! and parses again to itself; a bad one is a 422 naming the header it came from; the storage key is
-//! 64 lowercase hex digits.
+//! `Idempotency-Key` wins over its alias, but a bad alias is refused even then; a key is 1-255
+//! printable ASCII characters, exactly as sent, and parses again to itself; a bad one is a 422 naming
+//! the first bad header; the storage key is 64 lowercase hex digits.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,17 +20,21 @@ fuzz_target!(|data: &[u8]| {
     let idempotency_key = (present & 1 != 0).then_some(first);
     let request_id = (present & 2 != 0).then_some(second);
 
-    let chosen = match (idempotency_key, request_id) {
-        (Some(raw), _) => Some((HEADER, raw)),
-        (None, Some(raw)) => Some((ALIAS_HEADER, raw)),
-        (None, None) => None,
+    let well_formed = |raw: &str| {
+        (1..=IdempotencyKey::MAX_LEN).contains(&raw.len())
+            && raw.bytes().all(|b| (0x20..=0x7e).contains(&b))
     };
+    let first_bad = [(HEADER, idempotency_key), (ALIAS_HEADER, request_id)]
+        .into_iter()
+        .find_map(|(header, raw)| raw.filter(|raw| !well_formed(raw)).map(|_| header));
+    let chosen = idempotency_key.or(request_id);
     match (
         IdempotencyKey::from_headers(idempotency_key, request_id),
+        first_bad,
         chosen,
     ) {
-        (Ok(None), None) => {}
-        (Ok(Some(key)), Some((_, raw))) => {
+        (Ok(None), None, None) => {}
+        (Ok(Some(key)), None, Some(raw)) => {
             assert_eq!(key.as_str(), raw);
             assert!((1..=IdempotencyKey::MAX_LEN).contains(&raw.len()));
             assert!(raw.bytes().all(|b| (0x20..=0x7e).contains(&b)));
@@ -43,10 +47,10 @@ fuzz_target!(|data: &[u8]| {
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             );
         }
-        (Err(error), Some((header, _))) => {
+        (Err(error), Some(header), _) => {
             assert_refusal(&error, &[422]);
             assert_eq!(error.details()["fields"][0]["field"], header);
         }
-        (outcome, chosen) => panic!("{outcome:?} for {chosen:?}"),
+        (outcome, first_bad, chosen) => panic!("{outcome:?} for {first_bad:?}, {chosen:?}"),
     }
 });
