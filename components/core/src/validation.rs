@@ -146,6 +146,17 @@ impl<'de, const MIN: i64, const MAX: i64> Deserialize<'de> for BoundedInt<MIN, M
                     .map_err(|_| E::custom(BoundedInt::<MIN, MAX>::out_of_range()))
                     .and_then(|value| self.visit_i64(value))
             }
+
+            /// JSON Schema's `integer` is any number with no fractional part, so `2.0` is 2, as the
+            /// document promises; `2.5` is still refused.
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+                let whole = value.fract() == 0.0 && value.abs() < 2f64.powi(63);
+                if whole {
+                    self.visit_i64(value as i64)
+                } else {
+                    Err(E::invalid_type(de::Unexpected::Float(value), &self))
+                }
+            }
         }
 
         deserializer.deserialize_i64(IntegerVisitor)
@@ -308,7 +319,13 @@ mod tests {
                 .to_string(),
             "invalid type: string \"2\", expected an integer between 0 and 5"
         );
-        assert!(serde_json::from_value::<Depth>(json!(1.0)).is_err());
+        assert_eq!(
+            serde_json::from_value::<Depth>(json!(1.0)).unwrap().get(),
+            1
+        );
+        assert!(serde_json::from_value::<Depth>(json!(1.5)).is_err());
+        assert!(serde_json::from_value::<Depth>(json!(9.0)).is_err());
+        assert!(serde_json::from_value::<NonNegative>(json!(1e300)).is_err());
         assert_eq!(
             serde_json::from_value::<NonNegative>(json!(u64::MAX))
                 .unwrap_err()

@@ -681,11 +681,14 @@ impl<'a> Table<'a> {
                 }
             }
             Kind::Int { min, max } => {
-                for wrong in ["\"1\"", "1.5", "1.0", "1e0", "true", "[]", "{}", "\"\""] {
+                // `1.0` and `1e0` are integers, as JSON Schema counts them; a fraction is not.
+                for wrong in ["\"1\"", "1.5", "1e-1", "1e300", "true", "[]", "{}", "\"\""] {
                     self.with_field(&format!("wrong type {wrong}"), name, wrong, 422);
                 }
                 for value in [min - 1, max + 1, i64::MAX, i64::MIN] {
                     self.with_field(&value.to_string(), name, &value.to_string(), 422);
+                    let float = format!("{value}.0");
+                    self.with_field(&float, name, &float, 422);
                 }
             }
             Kind::Object => {
