@@ -156,8 +156,8 @@ enum Known {
 }
 
 impl WaitingRead {
-    /// `None` when the request is a plain read. A `wait` with nothing to compare against is a 422:
-    /// it could only ever time out.
+    /// `None` when the request is a plain read, which includes a `wait` with nothing to compare
+    /// against: the client has no version of the object, so whatever version it has now is news to it.
     pub fn from_request(
         query: &Query,
         if_none_match: Option<&str>,
@@ -171,12 +171,6 @@ impl WaitingRead {
         let known = match (after_version, if_none_match) {
             (Some(version), _) => Known::UpTo(version.get()),
             (None, Some(tags)) => Known::Tags(entity_tag_versions(tags)),
-            (None, None) if wait_millis.is_some() => {
-                return Err(ApiError::invalid(
-                    "after_version",
-                    "is required with wait (or send If-None-Match)",
-                ));
-            }
             (None, None) => return Ok(None),
         };
         Ok(Some(Self {
@@ -374,18 +368,23 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_or_pointless_wait_is_refused() {
+    fn a_bad_wait_is_refused() {
         for query in [
             "wait=61&after_version=1",
             "wait=-1&after_version=1",
             "wait=x&after_version=1",
-            "wait=10",
+            "wait=x",
             "after_version=-2",
         ] {
             let error = WaitingRead::from_request(&Query::parse(query), None, None).unwrap_err();
             assert_eq!(error.status(), 422, "{query}");
         }
-        let error = WaitingRead::from_request(&Query::default(), None, Some("wait=10"));
-        assert_eq!(error.unwrap_err().status(), 422);
+    }
+
+    #[test]
+    fn a_wait_without_a_known_version_is_a_plain_read() {
+        let read = |query, prefer| WaitingRead::from_request(&Query::parse(query), None, prefer);
+        assert_eq!(read("wait=10", None), Ok(None));
+        assert_eq!(read("", Some("wait=10")), Ok(None));
     }
 }
