@@ -2,8 +2,11 @@
 //!
 //! A component lists its endpoints as `(method, pattern, endpoint)` with
 //! `{name}` segments; a path that matches no pattern is 404 and a path that
-//! matches only with other methods is 405 with `Allow`. Trailing slashes are
-//! not redirected: `/api/jobs/` matches nothing.
+//! matches only with other methods is 405 with `Allow`. As OpenAPI says, a
+//! concrete path wins over a templated one: `/api/jobs/submit` is the submit
+//! endpoint's path only (GET there is 405), not also a job id for
+//! `/api/jobs/{id}`. Trailing slashes are not redirected: `/api/jobs/` matches
+//! nothing.
 
 use orchestrator_core::ApiError;
 
@@ -15,14 +18,23 @@ pub fn dispatch<E: Copy>(
     method: &str,
     path: &str,
 ) -> Result<(E, Vec<String>), ApiError> {
+    let matches: Vec<_> = routes
+        .iter()
+        .filter_map(|(route_method, pattern, endpoint)| {
+            match_pattern(pattern, path).map(|params| (*route_method, *endpoint, params))
+        })
+        .collect();
+    // The most concrete patterns: those that matched with the fewest `{name}` segments.
+    let fewest = matches.iter().map(|(.., params)| params.len()).min();
     let mut allow = Vec::new();
-    for (route_method, pattern, endpoint) in routes {
-        if let Some(params) = match_pattern(pattern, path) {
-            if *route_method == method {
-                return Ok((*endpoint, params));
-            }
-            allow.push(*route_method);
+    for (route_method, endpoint, params) in matches {
+        if Some(params.len()) != fewest {
+            continue;
         }
+        if route_method == method {
+            return Ok((endpoint, params));
+        }
+        allow.push(route_method);
     }
     if allow.is_empty() {
         Err(ApiError::NotFound(format!("no endpoint at {path}")))
@@ -87,7 +99,9 @@ mod tests {
         let err = dispatch(ROUTES, "DELETE", "/api/jobs/j_1").unwrap_err();
         assert_eq!(err.status(), 405);
         assert_eq!(err.extra_headers()[0].1, "GET");
-        // `submit` is also an id-shaped segment: GET finds the job route.
-        assert_eq!(dispatch(ROUTES, "GET", "/api/jobs/submit").unwrap().0, 1);
+        // `submit` is also an id-shaped segment, but the concrete path wins: GET is not allowed.
+        let err = dispatch(ROUTES, "GET", "/api/jobs/submit").unwrap_err();
+        assert_eq!(err.status(), 405);
+        assert_eq!(err.extra_headers()[0].1, "POST");
     }
 }

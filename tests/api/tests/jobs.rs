@@ -622,8 +622,11 @@ async fn every_endpoint_needs_a_valid_token_with_its_scope() {
     let (_, unchanged) = parts(app.get(&format!("/api/jobs/{job}"), &writer()).await).await;
     assert_eq!(unchanged["version"], 1);
 
-    // Routing: unknown ids are 404 whatever their shape, wrong methods 405.
-    assert_not_found(app.get("/api/jobs/submit", &writer()).await).await;
+    // Routing: unknown ids are 404 whatever their shape, wrong methods 405; a concrete path wins
+    // over `/api/jobs/{id}`, so GET on the submit endpoint is a wrong method, not a job's id.
+    let response = app.get("/api/jobs/submit", &writer()).await;
+    assert_eq!(response.headers()["allow"], "POST");
+    assert_error(response, 405, "METHOD_NOT_ALLOWED").await;
     assert_not_found(
         app.post("/api/jobs/bad%20id/cancel", &writer(), json!({}))
             .await,
