@@ -330,3 +330,46 @@ async fn heartbeats_and_releases_in_flight_refuse_their_duplicates_too() {
         assert_eq!(first.await.unwrap().status, 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_key_or_precondition_with_bytes_outside_ascii_is_refused_not_ignored() {
+    let app = spawn_app().await;
+    let bearer = supervisor_writer(None);
+    let latin1 = reqwest::header::HeaderValue::from_bytes(b"k\xe9y").unwrap();
+    let registration = json!({"workspace_id": WORKSPACE});
+    for header in ["Idempotency-Key", "Request-Id"] {
+        let response = app
+            .request(Method::POST, WORKERS, Some(&bearer))
+            .header(header, latin1.clone())
+            .json(&registration)
+            .send()
+            .await
+            .unwrap();
+        let body = api_tests::assert_error(response, 422, "VALIDATION_FAILED").await;
+        assert_eq!(body["error"]["details"]["fields"][0]["field"], header);
+    }
+    // An overridden alias is still checked.
+    let response = app
+        .request(Method::POST, WORKERS, Some(&bearer))
+        .header("Idempotency-Key", "good-key")
+        .header("Request-Id", latin1.clone())
+        .json(&registration)
+        .send()
+        .await
+        .unwrap();
+    api_tests::assert_error(response, 422, "VALIDATION_FAILED").await;
+    assert_eq!(app.select_int("SELECT count(*) FROM workers").await, 0);
+
+    // An If-Match that cannot be read as ASCII matches no version: 412, and the worker is unchanged.
+    app.register_worker("w_1", WORKSPACE).await;
+    let response = app
+        .request(Method::POST, &format!("{WORKERS}/w_1/pause"), Some(&bearer))
+        .header("If-Match", latin1)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    api_tests::assert_error(response, 412, "VERSION_MISMATCH").await;
+    let version = "SELECT version FROM workers WHERE id = 'w_1'";
+    assert_eq!(app.select_int(version).await, 1);
+}
