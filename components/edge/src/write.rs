@@ -1,31 +1,46 @@
 //! The one way state changes: a transaction that holds the change, its audit
 //! rows and events, and — for a request with an `Idempotency-Key` — the
-//! recorded response (contract §3, in the shape of zero2prod's idempotency:
-//! insert the key first, then either process or replay). After the commit the
-//! events get their `seq` and are published (see [`Committed::publish`]).
+//! recorded response (contract §3). The audit rows, the events and the record
+//! are written by one statement just before the COMMIT ([`settle`]); when that
+//! statement finds the key recorded by another request, the change rolls back
+//! and that request's answer is replayed. So the key is claimed last, not first
+//! as in zero2prod's shape: a race on a key (rare: the Redis lock in front
+//! answers 409 first) costs the loser its rolled-back work, and every write
+//! saves the claim, a savepoint and a round trip. After the commit the events
+//! get their `seq` and are published (see [`Committed::publish`]).
 
 use crate::cache::{Cache, Claim};
 use crate::context::Context;
 use crate::db::Db;
 use crate::reply::Reply;
 use crate::request::Request;
+use crate::store::audit_trail::{AuditRows, Audited};
 use crate::store::events;
-use crate::store::idempotency;
+use crate::store::idempotency::{self, Record};
+use crate::store::settle::{Settled, Settlement, settle};
 use orchestrator_core::ApiError;
 use orchestrator_core::events::NewEvent;
 use orchestrator_core::idempotency::{
     self as rules, Decision, IdempotencyKey, REPLAYED_HEADER, StoredResponse,
 };
+use orchestrator_core::lifecycle::Transition;
 
 /// What a handler may use inside the transaction.
 pub struct Tx {
     pub db: Db,
     /// The token's subject: the actor of audit rows and events.
     pub actor: String,
+    audit: AuditRows,
     events: Vec<NewEvent>,
 }
 
 impl Tx {
+    /// Queues the audit rows of moves made in this transaction (their rows locked until it ends);
+    /// they are inserted last, with the events.
+    pub fn audit<S: Audited>(&mut self, transitions: &[Transition<S>]) {
+        self.audit.push(transitions);
+    }
+
     /// Queues an event; events are inserted last, just before the commit.
     pub fn emit(&mut self, event: NewEvent) {
         self.events.push(event);
@@ -36,6 +51,28 @@ impl Tx {
 struct Keyed {
     scope_key: String,
     fingerprint: String,
+    ttl_seconds: i64,
+}
+
+impl Keyed {
+    fn record<'a>(&'a self, reply: &'a Reply) -> Record<'a> {
+        Record {
+            scope_key: &self.scope_key,
+            fingerprint: &self.fingerprint,
+            ttl_seconds: self.ttl_seconds,
+            status: reply.status,
+            body: &reply.body,
+            headers: &reply.headers,
+        }
+    }
+
+    /// The answer of the request that recorded this key first.
+    async fn replay_recorded(&self, db: &Db) -> Result<Reply, ApiError> {
+        let (stored, headers) = idempotency::load(db, &self.scope_key)
+            .await?
+            .ok_or_else(|| ApiError::Internal("recorded idempotency record vanished".into()))?;
+        replay(stored, headers, &self.fingerprint)
+    }
 }
 
 /// Runs `change` as one idempotent transaction and publishes its events.
@@ -70,6 +107,7 @@ where
             &key,
         ),
         fingerprint: rules::fingerprint(&request.method, &request.path, &request.body),
+        ttl_seconds: config.idempotency_ttl_seconds,
     };
     match cache.claim(&keyed.scope_key).await? {
         Claim::Recorded(stored, headers) => return replay(stored, headers, &keyed.fingerprint),
@@ -129,11 +167,12 @@ where
     let mut tx = Tx {
         db,
         actor: context.caller.subject.clone(),
+        audit: AuditRows::default(),
         events: Vec::new(),
     };
     // Whatever fails from here on ends the transaction first: under Spin a connection goes back
     // to the pool as it is, and the next request to draw it must not inherit this one's work.
-    let ended = match inside(&mut tx, context, keyed, change).await {
+    let ended = match inside(&mut tx, keyed, change).await {
         Ok(ended) => ended,
         Err(error) => {
             tx.db.abandon().await;
@@ -146,7 +185,7 @@ where
             tx.db.execute("COMMIT", []).await?;
             (reply, events)
         }
-        Ended::RolledBack(reply) => (reply, Vec::new()),
+        Ended::Over(reply) => (reply, Vec::new()),
     };
     Ok(Committed {
         reply,
@@ -157,61 +196,51 @@ where
 
 /// How the statements inside the transaction ended.
 enum Ended {
-    /// The change, or a refusal recorded under the key, waits for the COMMIT (with its events' `pos`).
+    /// The change waits for the COMMIT (with its events' `pos`).
     ToCommit(Reply, Vec<i64>),
-    /// Another request had recorded this key: the transaction is over, and this is its replay.
-    RolledBack(Reply),
+    /// The transaction is over: rolled back, with a refusal recorded on its own, or the replay of
+    /// another request that recorded this key first.
+    Over(Reply),
 }
 
 /// Everything between `BEGIN` and `COMMIT`.
-async fn inside<F>(
-    tx: &mut Tx,
-    context: &Context,
-    keyed: Option<&Keyed>,
-    change: F,
-) -> Result<Ended, ApiError>
+async fn inside<F>(tx: &mut Tx, keyed: Option<&Keyed>, change: F) -> Result<Ended, ApiError>
 where
     F: AsyncFnOnce(&mut Tx) -> Result<Reply, ApiError>,
 {
-    if let Some(keyed) = keyed {
-        let ttl = context.config.idempotency_ttl_seconds;
-        if !idempotency::claim(&tx.db, &keyed.scope_key, &keyed.fingerprint, ttl).await? {
+    let reply = match (change(tx).await, keyed) {
+        (Ok(reply), _) => reply,
+        // A refusal is an answer too: recorded without the change, so a retry gets the same answer.
+        (Err(error), Some(keyed)) if rules::is_recordable(error.status()) => {
             tx.db.execute("ROLLBACK", []).await?;
-            let (stored, headers) = idempotency::load(&tx.db, &keyed.scope_key)
-                .await?
-                .ok_or_else(|| ApiError::Internal("claimed idempotency record vanished".into()))?;
-            return Ok(Ended::RolledBack(replay(
-                stored,
-                headers,
-                &keyed.fingerprint,
-            )?));
+            let reply = Reply::error(&error);
+            let settlement = Settlement {
+                record: Some(keyed.record(&reply)),
+                audit: &AuditRows::default(),
+                events: &[],
+            };
+            return Ok(Ended::Over(match settle(&tx.db, settlement).await? {
+                Settled { recorded: true, .. } => reply,
+                Settled {
+                    recorded: false, ..
+                } => keyed.replay_recorded(&tx.db).await?,
+            }));
         }
-        tx.db.execute("SAVEPOINT change", []).await?;
-    }
-    let reply = match change(tx).await {
-        Ok(reply) => reply,
-        // A refusal is an answer too: record it (without the change) so a
-        // retry gets the same answer.
-        Err(error) if keyed.is_some() && rules::is_recordable(error.status()) => {
-            tx.db.execute("ROLLBACK TO SAVEPOINT change", []).await?;
-            tx.events.clear();
-            Reply::error(&error)
-        }
-        Err(error) => return Err(error),
+        (Err(error), _) => return Err(error),
     };
-    if let Some(keyed) = keyed {
-        idempotency::save(
-            &tx.db,
-            &keyed.scope_key,
-            reply.status,
-            &reply.body,
-            &reply.headers,
-        )
-        .await?;
+    let settlement = Settlement {
+        record: keyed.map(|keyed| keyed.record(&reply)),
+        audit: &tx.audit,
+        events: &tx.events,
+    };
+    let settled = settle(&tx.db, settlement).await?;
+    match keyed {
+        Some(keyed) if !settled.recorded => {
+            tx.db.execute("ROLLBACK", []).await?;
+            Ok(Ended::Over(keyed.replay_recorded(&tx.db).await?))
+        }
+        _ => Ok(Ended::ToCommit(reply, settled.events)),
     }
-    // No lock here: events are numbered after the commit (migration 0007).
-    let inserted = events::insert(&tx.db, &tx.events).await?;
-    Ok(Ended::ToCommit(reply, inserted))
 }
 
 fn replay(

@@ -11,8 +11,8 @@ use orchestrator_core::job::{JobNode, JobState, plan_cancel};
 use orchestrator_core::lifecycle::{Transition, plan_transition};
 use orchestrator_core::requests::{CompleteJob, FailJob, WithReason};
 use orchestrator_core::validation::Depth;
+use orchestrator_edge::store::allocations;
 use orchestrator_edge::store::jobs::{self, Job, Outcome};
-use orchestrator_edge::store::{allocations, job_transitions};
 use orchestrator_edge::{Context, Reply, Request, Tx, write};
 
 /// `POST /api/jobs/{id}/cancel`: cancels the job and every non-terminal job below it.
@@ -115,7 +115,7 @@ async fn end(
     let releases = allocations::release(&tx.db, &holders).await?;
     let ids: Vec<JobId> = ending.iter().map(|(_, job)| job.id.clone()).collect();
     let ended = jobs::finish(&tx.db, &ids, outcome).await?;
-    job_transitions::insert(&tx.db, plan).await?;
+    tx.audit(plan);
     for (transition, job) in ending {
         if let Some(release) = releases.iter().find(|release| release.job_id == job.id) {
             tx.emit(NewEvent::resources_released(

@@ -7,7 +7,6 @@ use orchestrator_core::ids::JobId;
 use orchestrator_core::job::{check_parent, submission_transitions};
 use orchestrator_core::requests::SubmitJob;
 use orchestrator_edge::db::Db;
-use orchestrator_edge::store::job_transitions;
 use orchestrator_edge::store::jobs::{self, Job, NewJob};
 use orchestrator_edge::{Context, Reply, Request, random_bytes, write};
 
@@ -32,7 +31,7 @@ pub async fn submit(request: &Request, context: &Context) -> Result<Reply, ApiEr
         };
         let job = insert_with_fresh_id(&tx.db, &new).await?;
         let records = submission_transitions(&job.id, &tx.actor);
-        job_transitions::insert(&tx.db, &records).await?;
+        tx.audit(&records);
         let data = serde_json::to_value(&job)
             .map_err(|e| ApiError::Internal(format!("job is not JSON: {e}")))?;
         tx.emit(NewEvent::job_submitted(

@@ -12,7 +12,7 @@ use orchestrator_core::job::plan_allocation;
 use orchestrator_core::quota::{Grant, Release, grant};
 use orchestrator_core::requests::{AllocateWorkers, ReleaseWorkers};
 use orchestrator_core::validation::Depth;
-use orchestrator_edge::store::{allocations, job_transitions, jobs, quotas};
+use orchestrator_edge::store::{allocations, jobs, quotas};
 use orchestrator_edge::{Context, Reply, Request, random_bytes, write};
 
 /// `POST /api/resources/allocate`: grants up to `worker_count` workers at the job's depth, starting a
@@ -45,19 +45,17 @@ pub async fn allocate(request: &Request, context: &Context) -> Result<Reply, Api
             granted,
             allocation_id: AllocationId::generate(random_bytes()),
         };
-        allocations::insert(
+        allocations::grant(
             &tx.db,
             &grant.allocation_id,
             &job.id,
             &job.workspace_id,
-            body.depth,
+            (body.depth, max_workers),
             granted,
         )
         .await?;
-        quotas::take(&tx.db, body.depth, max_workers, granted).await?;
-        jobs::add_workers(&tx.db, &job.id, granted).await?;
         if let Some(start) = start {
-            job_transitions::insert(&tx.db, std::slice::from_ref(&start)).await?;
+            tx.audit(std::slice::from_ref(&start));
             tx.emit(NewEvent::state_changed(&start, &job.workspace_id));
         }
         tx.emit(NewEvent::resources_allocated(

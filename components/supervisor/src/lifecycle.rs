@@ -8,7 +8,6 @@ use orchestrator_core::lifecycle::plan_transition;
 use orchestrator_core::requests::{NoFields, WithReason};
 use orchestrator_core::version::check_if_match;
 use orchestrator_core::worker::WorkerAction;
-use orchestrator_edge::store::worker_transitions;
 use orchestrator_edge::store::workers::{self, Worker};
 use orchestrator_edge::{Context, Reply, Request, Tx, write};
 
@@ -31,7 +30,7 @@ pub async fn act(
         let worker = lock_for_change(tx, &id, request, context).await?;
         let transition = plan_transition(&id, worker.status, action.target(), reason, &tx.actor)?;
         let moved = workers::set_status(&tx.db, &id, transition.to).await?;
-        worker_transitions::insert(&tx.db, &transition).await?;
+        tx.audit(std::slice::from_ref(&transition));
         tx.emit(NewEvent::state_changed(&transition, &moved.workspace_id));
         reply(200, &moved)
     })

@@ -10,7 +10,6 @@ use orchestrator_core::requests::RegisterWorker;
 use orchestrator_core::worker::{WorkerState, registration_transition};
 use orchestrator_edge::db::Db;
 use orchestrator_edge::live::{Versioned, read_or_wait};
-use orchestrator_edge::store::worker_transitions;
 use orchestrator_edge::store::workers::{self, Filter, Worker};
 use orchestrator_edge::{Context, Reply, Request, write};
 use serde_json::{Map, json};
@@ -79,7 +78,8 @@ pub async fn register(request: &Request, context: &Context) -> Result<Reply, Api
         let worker = workers::insert(&tx.db, &id, &workspace, &metadata)
             .await?
             .ok_or_else(|| ApiError::AlreadyExists(format!("Worker {id} already exists")))?;
-        worker_transitions::insert(&tx.db, &registration_transition(&id, &tx.actor)).await?;
+        let registration = registration_transition(&id, &tx.actor);
+        tx.audit(std::slice::from_ref(&registration));
         let data = serde_json::to_value(&worker)
             .map_err(|e| ApiError::Internal(format!("worker is not JSON: {e}")))?;
         tx.emit(NewEvent::worker_registered(

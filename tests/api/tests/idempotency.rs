@@ -41,11 +41,19 @@ async fn keyed(app: &TestApp, path: &str, key: &str, body: &Value) -> Answer {
 /// Waits until a connection to the app's database waits for a lock: the request holding `key` is
 /// then inside its transaction, past taking the key.
 async fn until_a_request_waits_for_a_lock(app: &TestApp) {
+    until_requests_wait_for_a_lock(app, 1).await
+}
+
+/// Waits until `count` connections to the app's database wait for a lock.
+async fn until_requests_wait_for_a_lock(app: &TestApp, count: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let waiting = "SELECT count(*) FROM pg_stat_activity \
                    WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    while app.select_int(waiting).await == 0 {
-        assert!(Instant::now() < deadline, "no request waits for the lock");
+    while app.select_int(waiting).await < count {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} requests wait for a lock"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -191,10 +199,16 @@ async fn a_key_can_be_used_again_once_its_ttl_is_over() {
 
 /// Deletes what Redis caches of `key` as `sub` used it on `POST path`, asserting there was a record.
 async fn forget_in_redis(sub: &str, path: &str, key: &str) {
+    forget_in_redis_as("idempotency", sub, path, key).await
+}
+
+/// Deletes the Redis entry of `kind` (`idempotency`: the cached record; `idempotency-lock`: the
+/// in-flight lock) of `key` as `sub` used it on `POST path`, asserting there was one.
+async fn forget_in_redis_as(kind: &str, sub: &str, path: &str, key: &str) {
     let key = IdempotencyKey::parse(key).unwrap();
     // The prefix holds the app's namespace; the scope key is a digest unique to this test's key.
     let pattern = format!(
-        "orchestrator:*:idempotency:{}",
+        "orchestrator:*:{kind}:{}",
         scope_key(sub, "POST", path, &key)
     );
     let mut redis = redis::Client::open(REDIS)
@@ -235,6 +249,46 @@ async fn postgres_answers_a_replay_once_redis_has_lost_the_key() {
         "IDEMPOTENCY_KEY_REUSED",
     );
     assert_eq!(app.row_counts().await, before, "a replay changes nothing");
+}
+
+/// Two requests with one key that both get past Redis (it lost the first one's lock) race in
+/// Postgres, where the key is recorded in the statement that ends each one's transaction: exactly
+/// one of them makes its change, and the other rolls its own back and replays the first's answer.
+/// A registration without an id is used because a second one would succeed (a second worker) if
+/// the loser committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_requests_racing_on_a_key_past_redis_make_one_change_and_one_replay() {
+    let app = spawn_app().await;
+    let key = format!("raced-{}", unique());
+    let registration = json!({"workspace_id": WORKSPACE});
+    // The test holds back every audit insert, so both requests wait inside their transactions.
+    let mut holder = app.db.client().await.unwrap();
+    let lock = holder.transaction().await.unwrap();
+    lock.execute("LOCK TABLE worker_transitions IN SHARE MODE", &[])
+        .await
+        .unwrap();
+    let send = || {
+        let request = app
+            .request(Method::POST, WORKERS, Some(&supervisor_writer(None)))
+            .header("Idempotency-Key", &key)
+            .json(&registration);
+        tokio::spawn(async move { Answer::read(request.send().await.unwrap()).await })
+    };
+    let first = send();
+    until_requests_wait_for_a_lock(&app, 1).await;
+    forget_in_redis_as("idempotency-lock", "tester", WORKERS, &key).await;
+    let second = send();
+    until_requests_wait_for_a_lock(&app, 2).await;
+
+    lock.rollback().await.unwrap();
+    let mut answers = [first.await.unwrap(), second.await.unwrap()];
+    answers.sort_by_key(Answer::replayed);
+    let [made, replayed] = &answers;
+    assert_eq!(made.status, 201, "{made:?}");
+    assert_replay_of(replayed, made);
+    assert_eq!(app.select_int("SELECT count(*) FROM workers").await, 1);
+    let registered = "SELECT count(*) FROM events WHERE type = 'worker.registered'";
+    assert_eq!(app.select_int(registered).await, 1);
 }
 
 /// Sends `body` to `path` twice under one key as a [`member`]: the second is the first replayed,

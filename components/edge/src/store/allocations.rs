@@ -8,28 +8,44 @@ use super::quotas;
 use crate::db::{Columns, Db, text};
 use orchestrator_core::ApiError;
 use orchestrator_core::ids::{AllocationId, JobId, WorkspaceId};
+use orchestrator_core::job::JobState;
+use orchestrator_core::lifecycle::State;
 use orchestrator_core::quota::Release;
 use orchestrator_core::validation::Depth;
 use std::collections::BTreeMap;
 
-/// Records a grant. The caller holds the job's and the depth's locks and bumps both counters.
-pub async fn insert(
+/// Grants `workers` to `job` at `depth`, whose limit is `max_workers` as configured, in one
+/// statement: the ledger row, the depth's count (the row's limit following the configuration, as
+/// [`super::quotas::sync`] would make it) and the job's holdings, which makes it RUNNING. The caller
+/// holds the job's and the depth's rows locked and has decided the grant under them.
+pub async fn grant(
     db: &Db,
     id: &AllocationId,
     job: &JobId,
     workspace: &WorkspaceId,
-    depth: Depth,
+    (depth, max_workers): (Depth, i64),
     workers: i64,
 ) -> Result<(), ApiError> {
     db.execute(
-        "INSERT INTO allocations (id, job_id, workspace_id, depth, workers) \
-         VALUES ($1, $2, $3, $4::int8, $5::int8)",
+        "WITH ledger AS ( \
+             INSERT INTO allocations (id, job_id, workspace_id, depth, workers) \
+             VALUES ($1, $2, $3, $4::int8, $5::int8)), \
+         quota AS ( \
+             UPDATE quotas SET allocated = allocated + $5::int8, \
+                 max_workers = GREATEST($6::int8, allocated + $5::int8) \
+             WHERE depth = $4::int8) \
+         UPDATE jobs SET allocated_workers = allocated_workers + $5::int8, status = $7, \
+             started_at = coalesce(started_at, clock_timestamp()), \
+             version = version + 1, updated_at = clock_timestamp() \
+         WHERE id = $2",
         [
             text(id.as_str()),
             text(job.as_str()),
             text(workspace.as_str()),
             depth.get().into(),
             workers.into(),
+            max_workers.into(),
+            text(JobState::Running.as_str()),
         ],
     )
     .await?;

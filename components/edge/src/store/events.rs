@@ -5,39 +5,42 @@
 //! two steps, and what that promises readers and subscribers: migration 0007.
 
 use super::ms;
+use super::settle::Statement;
 use crate::db::{Columns, Db, Row};
 use orchestrator_core::ApiError;
 use orchestrator_core::events::{Envelope, EventType, NewEvent, Subject, SubjectKind};
 use orchestrator_core::ids::WorkspaceId;
 use spin_sdk::pg::ParameterValue;
 
-/// Inserts a transaction's events, in order, in one statement, and returns their `pos` (insert
-/// order): what [`stamp`] needs to know whether they still wait for their `seq`.
-pub async fn insert(db: &Db, events: &[NewEvent]) -> Result<Vec<i64>, ApiError> {
+/// The `WITH` part that inserts a transaction's events, in order, returning their `pos` (insert
+/// order): what [`stamp`] needs to know whether they still wait for their `seq`. `None` for no
+/// events.
+pub(super) fn with_insert(statement: &mut Statement, events: &[NewEvent]) -> Option<&'static str> {
     if events.is_empty() {
-        return Ok(Vec::new());
+        return None;
     }
-    let column = |f: fn(&NewEvent) -> String| -> ParameterValue {
-        events.iter().map(|e| Some(f(e))).collect::<Vec<_>>().into()
+    let mut column = |f: fn(&NewEvent) -> String| -> String {
+        statement.bind(events.iter().map(|e| Some(f(e))).collect::<Vec<_>>())
     };
-    let rows = db
-        .rows(
+    let [types, workspaces, kinds, subjects, actors, data] = [
+        column(|e| e.event_type.as_str().to_owned()),
+        column(|e| e.workspace_id.as_str().to_owned()),
+        column(|e| e.subject.kind.as_str().to_owned()),
+        column(|e| e.subject.id.clone()),
+        column(|e| e.actor.clone()),
+        column(|e| e.data.to_string()),
+    ];
+    Some(statement.with(
+        "inserted_events",
+        format!(
             "INSERT INTO events (type, workspace_id, subject_kind, subject_id, actor, data) \
              SELECT t, w, k, i, a, d::jsonb \
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+             FROM unnest({types}::text[], {workspaces}::text[], {kinds}::text[], {subjects}::text[], \
+                         {actors}::text[], {data}::text[]) \
                   WITH ORDINALITY AS e(t, w, k, i, a, d, n) ORDER BY n \
-             RETURNING pos",
-            [
-                column(|e| e.event_type.as_str().to_owned()),
-                column(|e| e.workspace_id.as_str().to_owned()),
-                column(|e| e.subject.kind.as_str().to_owned()),
-                column(|e| e.subject.id.clone()),
-                column(|e| e.actor.clone()),
-                column(|e| e.data.to_string()),
-            ],
-        )
-        .await?;
-    rows.iter().map(|row| row.int(0)).collect()
+             RETURNING pos"
+        ),
+    ))
 }
 
 /// Gives `own` (committed events, by `pos`) their `seq`, with every other committed event still

@@ -1,33 +1,61 @@
 //! `idempotency_records`: the durable record of a keyed request's response,
-//! written in the same transaction as the change it describes.
+//! written in the same statement as the change's audit rows and events.
 
+use super::settle::Statement;
 use crate::db::{Columns, Db, text};
 use orchestrator_core::ApiError;
 use orchestrator_core::idempotency::StoredResponse;
 use spin_sdk::pg::ParameterValue;
 
-/// Claims the key for this transaction. `false` means a live record already
-/// exists (committed by an earlier request); the insert waits while another
-/// transaction holds the same key uncommitted.
-pub async fn claim(
-    db: &Db,
-    scope_key: &str,
-    fingerprint: &str,
-    ttl_seconds: i64,
-) -> Result<bool, ApiError> {
-    let claimed = db
-        .optional_row(
-            "INSERT INTO idempotency_records (scope_key, fingerprint, expires_at) \
-             VALUES ($1, $2, now() + $3::int8 * interval '1 second') \
-             ON CONFLICT (scope_key) DO UPDATE \
-                 SET fingerprint = EXCLUDED.fingerprint, status = NULL, body = NULL, response_headers = NULL, \
-                     created_at = now(), expires_at = EXCLUDED.expires_at \
-                 WHERE idempotency_records.expires_at <= now() \
-             RETURNING 1",
-            [text(scope_key), text(fingerprint), ttl_seconds.into()],
+/// A keyed request's response, to be recorded in the statement that ends its transaction (see
+/// [`super::settle`]) — or alone, for a refusal recorded after its change was rolled back.
+pub struct Record<'a> {
+    pub scope_key: &'a str,
+    pub fingerprint: &'a str,
+    pub ttl_seconds: i64,
+    pub status: u16,
+    pub body: &'a [u8],
+    pub headers: &'a [(String, String)],
+}
+
+impl Record<'_> {
+    /// The `WITH` part that writes the record: a first use, or the reuse of an expired record. It
+    /// returns no row when a live record of the key exists, and waits while another transaction
+    /// holds an uncommitted one, so of two requests racing on a key exactly one records (and
+    /// commits); the other rolls back and replays the first one's answer.
+    pub(super) fn with(&self, statement: &mut Statement) -> &'static str {
+        let headers: serde_json::Map<String, serde_json::Value> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone().into()))
+            .collect();
+        let values = [
+            statement.bind(text(self.scope_key)),
+            statement.bind(text(self.fingerprint)),
+            statement.bind(ParameterValue::Int16(self.status as i16)),
+            statement.bind(self.body.to_vec()),
+            statement.bind(ParameterValue::Jsonb(
+                serde_json::Value::Object(headers).to_string().into_bytes(),
+            )),
+            statement.bind(self.ttl_seconds),
+        ];
+        let [key, fingerprint, status, body, headers, ttl] = values;
+        statement.with(
+            "record",
+            format!(
+                "INSERT INTO idempotency_records \
+                     (scope_key, fingerprint, status, body, response_headers, expires_at) \
+                 VALUES ({key}, {fingerprint}, {status}, {body}, {headers}, \
+                         now() + {ttl}::int8 * interval '1 second') \
+                 ON CONFLICT (scope_key) DO UPDATE \
+                     SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status, body = EXCLUDED.body, \
+                         response_headers = EXCLUDED.response_headers, created_at = now(), \
+                         expires_at = EXCLUDED.expires_at \
+                     WHERE idempotency_records.expires_at <= now() \
+                 RETURNING 1"
+            ),
         )
-        .await?;
-    Ok(claimed.is_some())
+    }
 }
 
 /// The recorded response, with the headers it was sent with.
@@ -38,7 +66,7 @@ pub async fn load(
     let Some(row) = db
         .optional_row(
             "SELECT fingerprint, status, body, response_headers FROM idempotency_records \
-             WHERE scope_key = $1 AND status IS NOT NULL",
+             WHERE scope_key = $1",
             [text(scope_key)],
         )
         .await?
@@ -66,29 +94,4 @@ pub async fn load(
         },
         headers,
     )))
-}
-
-/// Records the response the claimed key's request is about to commit.
-pub async fn save(
-    db: &Db,
-    scope_key: &str,
-    status: u16,
-    body: &[u8],
-    headers: &[(String, String)],
-) -> Result<(), ApiError> {
-    let headers: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .map(|(name, value)| (name.clone(), value.clone().into()))
-        .collect();
-    db.execute(
-        "UPDATE idempotency_records SET status = $2, body = $3, response_headers = $4 WHERE scope_key = $1",
-        [
-            text(scope_key),
-            ParameterValue::Int16(status as i16),
-            body.to_vec().into(),
-            ParameterValue::Jsonb(serde_json::Value::Object(headers).to_string().into_bytes()),
-        ],
-    )
-    .await?;
-    Ok(())
 }

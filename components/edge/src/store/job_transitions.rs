@@ -1,24 +1,23 @@
 //! `job_transitions`: the audit trail of job state changes.
 
-use super::audit_trail::Trail;
+use super::audit_trail::{Audited, Trail};
 use crate::db::Db;
 use orchestrator_core::ApiError;
 use orchestrator_core::ids::JobId;
 use orchestrator_core::job::JobState;
-use orchestrator_core::lifecycle::Transition;
 
 /// One audit row as the API shows it.
 pub type AuditRow = super::audit_trail::AuditRow<JobState>;
 
-const TRAIL: Trail = Trail {
-    table: "job_transitions",
-    subject: "job_id",
-};
-
-/// Records `transitions` in order, in one statement (a cascade moves many jobs at once).
-pub async fn insert(db: &Db, transitions: &[Transition<JobState>]) -> Result<(), ApiError> {
-    TRAIL.insert(db, transitions).await
+impl Audited for JobState {
+    const TRAIL: Trail = Trail {
+        table: "job_transitions",
+        subject: "job_id",
+        rows_name: "job_moves",
+    };
 }
+
+const TRAIL: Trail = JobState::TRAIL;
 
 /// One page of a job's trail, oldest first.
 pub async fn list(

@@ -213,23 +213,6 @@ pub async fn insert(db: &Db, id: &JobId, job: &NewJob<'_>) -> Result<Option<Job>
     row.as_ref().map(Job::from_row).transpose()
 }
 
-/// The job now holds `workers` more and is RUNNING (started now, if it was not yet).
-pub async fn add_workers(db: &Db, id: &JobId, workers: i64) -> Result<(), ApiError> {
-    db.execute(
-        "UPDATE jobs SET allocated_workers = allocated_workers + $2::int8, status = $3, \
-             started_at = coalesce(started_at, clock_timestamp()), \
-             version = version + 1, updated_at = clock_timestamp() \
-         WHERE id = $1",
-        [
-            text(id.as_str()),
-            workers.into(),
-            text(JobState::Running.as_str()),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
 /// The job holds `workers` fewer.
 pub async fn remove_workers(db: &Db, id: &JobId, workers: i64) -> Result<(), ApiError> {
     db.execute(

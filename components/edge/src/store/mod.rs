@@ -8,13 +8,14 @@
 //! [`Db`]: crate::db::Db
 
 pub mod allocations;
-mod audit_trail;
+pub mod audit_trail;
 pub mod events;
 pub mod idempotency;
 pub mod job_transitions;
 pub mod jobs;
 pub mod quotas;
 pub mod service_accounts;
+pub mod settle;
 pub mod worker_transitions;
 pub mod workers;
 

@@ -67,19 +67,6 @@ pub async fn lock(db: &Db, depths: &[Depth]) -> Result<Vec<i64>, ApiError> {
     .collect()
 }
 
-/// Takes `workers` from a depth (whose row the caller has locked), whose limit is `max_workers` as
-/// configured: the row's limit follows the configuration here, as [`sync`] would make it.
-pub async fn take(db: &Db, depth: Depth, max_workers: i64, workers: i64) -> Result<(), ApiError> {
-    db.execute(
-        "UPDATE quotas SET allocated = allocated + $3::int8, \
-             max_workers = GREATEST($2::int8, allocated + $3::int8) \
-         WHERE depth = $1::int8",
-        [depth.get().into(), max_workers.into(), workers.into()],
-    )
-    .await?;
-    Ok(())
-}
-
 /// Returns workers to their depths (whose rows the caller has locked); one entry per depth.
 pub async fn give_back(db: &Db, freed: &[(Depth, i64)]) -> Result<(), ApiError> {
     let workers: Vec<Option<i64>> = freed.iter().map(|(_, workers)| Some(*workers)).collect();
