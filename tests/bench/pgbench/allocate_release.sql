@@ -10,8 +10,9 @@
 SELECT id, workspace_id, status, task_description, worker_count, depth, parent_job_id, allocated_workers AS held,
        (extract(epoch from created_at) * 1000)::int8, (extract(epoch from updated_at) * 1000)::int8,
        (extract(epoch from started_at) * 1000)::int8, (extract(epoch from completed_at) * 1000)::int8,
-       version, result, error, (status = 'PENDING')::int AS starting,
-       CASE WHEN :phase = 1 THEN 'resources.released'
+       version, result, error,
+       CASE WHEN :phase = 1 AND allocated_workers = 0 THEN ''
+            WHEN :phase = 1 THEN 'resources.released'
             WHEN status = 'PENDING' THEN 'job.state.changed|resources.allocated'
             ELSE 'resources.allocated' END AS event_types,
        CASE WHEN :phase = 1 THEN 'job' WHEN status = 'PENDING' THEN 'job|allocation' ELSE 'allocation' END
@@ -20,7 +21,11 @@ SELECT id, workspace_id, status, task_description, worker_count, depth, parent_j
        CASE WHEN :phase = 1 THEN jsonb_build_object('job_id', id, 'depth', depth, 'released', true)::text
             ELSE CASE WHEN status = 'PENDING' THEN '{"from": "PENDING", "to": "RUNNING", "reason": null}|' ELSE ''
                  END || jsonb_build_object('job_id', id, 'depth', depth, 'requested', 1, 'granted', 1)::text
-       END AS event_data
+       END AS event_data,
+       CASE WHEN :phase = 0 AND status = 'PENDING' THEN ARRAY[id]::text ELSE '{}' END AS jm_subjects,
+       CASE WHEN :phase = 0 AND status = 'PENDING' THEN '{PENDING}' ELSE '{}' END AS jm_from,
+       CASE WHEN :phase = 0 AND status = 'PENDING' THEN '{RUNNING}' ELSE '{}' END AS jm_to,
+       '{}' AS wm_subjects, '{}' AS wm_from, '{}' AS wm_to
 FROM jobs WHERE id = 'alloc-' || :pool_run || '-' || :k FOR UPDATE \gset
 \set status 200
 \set body_bytes 200
@@ -33,15 +38,9 @@ WHERE depth = :depth::int8;
 UPDATE jobs SET allocated_workers = allocated_workers + 1::int8, status = 'RUNNING',
     started_at = coalesce(started_at, clock_timestamp()), version = version + 1, updated_at = clock_timestamp()
 WHERE id = :id;
-\if :starting
-INSERT INTO job_transitions (job_id, from_state, to_state, reason, actor, at)
-SELECT s, f, t, r, a, clock_timestamp()
-FROM unnest(ARRAY[:id], ARRAY['PENDING'], ARRAY['RUNNING'], ARRAY[NULL]::text[], ARRAY['bench'])
-     WITH ORDINALITY AS e(s, f, t, r, a, n) ORDER BY n;
-\endif
 \set status 201
-\include write/record
-\include write/events
+\include write/settle
+\include write/publish
 \elif :held > 0
 SELECT allocated::int8 FROM quotas WHERE depth = ANY(ARRAY[:depth]::int8[]) ORDER BY depth FOR UPDATE;
 WITH closed AS (
@@ -54,9 +53,9 @@ FROM unnest(ARRAY[:depth]::int8[], ARRAY[:held]::int8[]) AS f(depth, workers) WH
 UPDATE jobs SET allocated_workers = allocated_workers - :held::int8, version = version + 1,
     updated_at = clock_timestamp()
 WHERE id = :id;
-\include write/record
-\include write/events
+\include write/settle
+\include write/publish
 \else
-\include write/record
+\include write/settle
 COMMIT;
 \endif

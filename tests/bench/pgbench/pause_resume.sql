@@ -9,17 +9,16 @@ SELECT id, workspace_id, status AS current, metadata, (extract(epoch from create
        CASE status WHEN 'RUNNING' THEN 'PAUSED' ELSE 'RUNNING' END AS target,
        'worker.state.changed' AS event_types, 'worker' AS event_kinds, id AS event_subjects,
        jsonb_build_object('from', status, 'to', CASE status WHEN 'RUNNING' THEN 'PAUSED' ELSE 'RUNNING' END,
-                          'reason', NULL)::text AS event_data
+                          'reason', NULL)::text AS event_data,
+       ARRAY[id]::text AS wm_subjects, ARRAY[status]::text AS wm_from,
+       ARRAY[CASE status WHEN 'RUNNING' THEN 'PAUSED' ELSE 'RUNNING' END]::text AS wm_to,
+       '{}' AS jm_subjects, '{}' AS jm_from, '{}' AS jm_to
 FROM workers WHERE id = 'cycle-' || :pool_run || '-' || :k FOR UPDATE \gset
 UPDATE workers SET status = :target, version = version + 1, updated_at = clock_timestamp()
 WHERE id = 'cycle-' || :pool_run || '-' || :k
 RETURNING id, workspace_id, status, metadata, (extract(epoch from created_at) * 1000)::int8,
           (extract(epoch from updated_at) * 1000)::int8, version, (extract(epoch from last_heartbeat_at) * 1000)::int8;
-INSERT INTO worker_transitions (worker_id, from_state, to_state, reason, actor, at)
-SELECT s, f, t, r, a, clock_timestamp()
-FROM unnest(ARRAY['cycle-' || :pool_run || '-' || :k], ARRAY[:current]::text[], ARRAY[:target]::text[],
-            ARRAY[NULL]::text[], ARRAY['bench']) WITH ORDINALITY AS e(s, f, t, r, a, n) ORDER BY n;
 \set status 200
 \set body_bytes 300
-\include write/record
-\include write/events
+\include write/settle
+\include write/publish

@@ -12,12 +12,10 @@ RETURNING id, workspace_id, status, task_description, worker_count, depth, paren
           'job.submitted|job.state.changed' AS event_types, 'job|job' AS event_kinds,
           id || '|' || id AS event_subjects,
           jsonb_build_object('id', id, 'task_description', task_description)::text
-              || '|{"from": "SUBMITTED", "to": "PENDING", "reason": null}' AS event_data \gset
-INSERT INTO job_transitions (job_id, from_state, to_state, reason, actor, at)
-SELECT s, f, t, r, a, clock_timestamp()
-FROM unnest(ARRAY[:id, :id], ARRAY[NULL, 'SUBMITTED'], ARRAY['SUBMITTED', 'PENDING'], ARRAY[NULL, NULL]::text[],
-            ARRAY['bench', 'bench']) WITH ORDINALITY AS e(s, f, t, r, a, n) ORDER BY n;
+              || '|{"from": "SUBMITTED", "to": "PENDING", "reason": null}' AS event_data,
+          ARRAY[id, id]::text AS jm_subjects, '{NULL,SUBMITTED}' AS jm_from, '{SUBMITTED,PENDING}' AS jm_to,
+          '{}' AS wm_subjects, '{}' AS wm_from, '{}' AS wm_to \gset
 \set status 201
 \set body_bytes 400
-\include write/record
-\include write/events
+\include write/settle
+\include write/publish

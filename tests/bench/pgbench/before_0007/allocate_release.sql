@@ -1,0 +1,62 @@
+-- POST /api/resources/allocate (one worker) or /release with an Idempotency-Key (resources::allocations through
+-- edge::write): the same statements, with pgbench variables for their parameters. Each client takes its own slice
+-- of the seeded jobs round-robin, allocating on one pass and releasing on the next. Redis round trips are not in
+-- here.
+\set slice :pool / :clients
+\set k :client_id * :slice + (:sent % :slice) + 1
+\set phase (:sent / :slice) % 2
+\set depth :k % 6
+\include write/begin
+SELECT id, workspace_id, status, task_description, worker_count, depth, parent_job_id, allocated_workers AS held,
+       (extract(epoch from created_at) * 1000)::int8, (extract(epoch from updated_at) * 1000)::int8,
+       (extract(epoch from started_at) * 1000)::int8, (extract(epoch from completed_at) * 1000)::int8,
+       version, result, error, (status = 'PENDING')::int AS starting,
+       CASE WHEN :phase = 1 THEN 'resources.released'
+            WHEN status = 'PENDING' THEN 'job.state.changed|resources.allocated'
+            ELSE 'resources.allocated' END AS event_types,
+       CASE WHEN :phase = 1 THEN 'job' WHEN status = 'PENDING' THEN 'job|allocation' ELSE 'allocation' END
+           AS event_kinds,
+       CASE WHEN :phase = 0 AND status = 'PENDING' THEN id || '|' || id ELSE id END AS event_subjects,
+       CASE WHEN :phase = 1 THEN jsonb_build_object('job_id', id, 'depth', depth, 'released', true)::text
+            ELSE CASE WHEN status = 'PENDING' THEN '{"from": "PENDING", "to": "RUNNING", "reason": null}|' ELSE ''
+                 END || jsonb_build_object('job_id', id, 'depth', depth, 'requested', 1, 'granted', 1)::text
+       END AS event_data
+FROM jobs WHERE id = 'alloc-' || :pool_run || '-' || :k FOR UPDATE \gset
+\set status 200
+\set body_bytes 200
+\if :phase = 0
+SELECT allocated::int8 FROM quotas WHERE depth = ANY(ARRAY[:depth]::int8[]) ORDER BY depth FOR UPDATE;
+INSERT INTO allocations (id, job_id, workspace_id, depth, workers)
+VALUES ('pa-' || :keys || '-' || :client_id || '-' || :sent, :id, 'bench', :depth::int8, 1::int8);
+UPDATE quotas SET allocated = allocated + 1::int8, max_workers = GREATEST(1000000000::int8, allocated + 1::int8)
+WHERE depth = :depth::int8;
+UPDATE jobs SET allocated_workers = allocated_workers + 1::int8, status = 'RUNNING',
+    started_at = coalesce(started_at, clock_timestamp()), version = version + 1, updated_at = clock_timestamp()
+WHERE id = :id;
+\if :starting
+INSERT INTO job_transitions (job_id, from_state, to_state, reason, actor, at)
+SELECT s, f, t, r, a, clock_timestamp()
+FROM unnest(ARRAY[:id], ARRAY['PENDING'], ARRAY['RUNNING'], ARRAY[NULL]::text[], ARRAY['bench'])
+     WITH ORDINALITY AS e(s, f, t, r, a, n) ORDER BY n;
+\endif
+\set status 201
+\include write/record
+\include write/events
+\elif :held > 0
+SELECT allocated::int8 FROM quotas WHERE depth = ANY(ARRAY[:depth]::int8[]) ORDER BY depth FOR UPDATE;
+WITH closed AS (
+    UPDATE allocations SET released_at = clock_timestamp()
+    WHERE job_id = ANY(ARRAY[:id]) AND released_at IS NULL
+    RETURNING job_id, workers)
+SELECT job_id, sum(workers)::int8 FROM closed GROUP BY job_id ORDER BY job_id;
+UPDATE quotas q SET allocated = q.allocated - f.workers
+FROM unnest(ARRAY[:depth]::int8[], ARRAY[:held]::int8[]) AS f(depth, workers) WHERE q.depth = f.depth;
+UPDATE jobs SET allocated_workers = allocated_workers - :held::int8, version = version + 1,
+    updated_at = clock_timestamp()
+WHERE id = :id;
+\include write/record
+\include write/events
+\else
+\include write/record
+COMMIT;
+\endif
