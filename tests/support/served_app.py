@@ -1,6 +1,7 @@
 """The app served by the host on a free loopback port, against a database of its own: what the
 benchmark and the OpenAPI conformance run both need (scripts/bench, scripts/schemathesis)."""
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -49,6 +50,16 @@ def drop_database(name):
         stdout=subprocess.DEVNULL)
 
 
+def forget_redis_keys(database_url):
+    """Deletes the app's Redis keys. They are namespaced by a digest of the database URL; this must
+    derive the prefix exactly as `Keyspace::for_database` in components/core/src/keyspace.rs does."""
+    prefix = "orchestrator:" + hashlib.sha256(database_url.encode()).hexdigest()[:16]
+    keys = subprocess.run(["redis-cli", "--scan", "--pattern", f"{prefix}:*"], check=True, text=True,
+                          capture_output=True).stdout.split()
+    for start in range(0, len(keys), 500):
+        subprocess.run(["redis-cli", "DEL", *keys[start:start + 500]], check=True, stdout=subprocess.DEVNULL)
+
+
 def token(secret, *claims):
     """A bearer token from scripts/token with the given flags (e.g. `--workspace`, `--ttl`)."""
     env = {**os.environ, "SPIN_VARIABLE_JWT_SECRET": secret}
@@ -59,7 +70,9 @@ class Host:
     """The host serving spin.toml on a free loopback port, with the given Spin variables (by their
     names in spin.toml) and extra flags; it is healthy once the constructor returns."""
 
-    def __init__(self, binary, database_url, secret, extra=(), variables=None):
+    def __init__(self, binary, database_url, secret, extra=(), variables=None, log=None):
+        """`log`: a file for the host's request log (one line per request, with the Postgres
+        statements and Redis commands it made); without it the host runs `--quiet`."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -68,7 +81,8 @@ class Host:
         env.update({f"SPIN_VARIABLE_{name.upper()}": value for name, value in (variables or {}).items()})
         self.process = subprocess.Popen(
             [str(binary), "--manifest", str(REPO / "spin.toml"), "--listen", f"127.0.0.1:{self.port}",
-             "--quiet", *extra], env=env, stdout=subprocess.DEVNULL)
+             *([] if log else ["--quiet"]), *extra], env=env,
+            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT if log else None)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
