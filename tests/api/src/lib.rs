@@ -3,6 +3,7 @@
 //! the requests, tokens, reads of the database and assertions that several
 //! test files share.
 
+pub mod processes;
 pub mod sse;
 
 use futures_util::StreamExt;
