@@ -12,7 +12,6 @@ use orchestrator_core::job::JobState;
 use orchestrator_core::lifecycle::State;
 use orchestrator_core::quota::Release;
 use orchestrator_core::validation::Depth;
-use std::collections::BTreeMap;
 
 /// Grants `workers` to `job` at `depth`, whose limit is `max_workers` as configured, in one
 /// statement: the ledger row, the depth's count (the row's limit following the configuration, as
@@ -53,8 +52,10 @@ pub async fn grant(
 }
 
 /// Frees everything `holders` (job and its depth) hold: closes their open allocations and gives the
-/// workers back to their depths, whose rows this locks (after the jobs, which the caller has locked).
-/// The caller lowers the jobs' own counters. Returns what each job freed, in job id order.
+/// workers back to their depths, in one statement once the depths' rows are locked (after the jobs,
+/// which the caller has locked, and in ascending depth: see [`quotas`]). An allocation is always at
+/// its job's depth, so the ledger rows say which depth gets what back. The caller lowers the jobs'
+/// own counters. Returns what each job freed, in job id order.
 pub async fn release(db: &Db, holders: &[(JobId, Depth)]) -> Result<Vec<Release>, ApiError> {
     if holders.is_empty() {
         return Ok(Vec::new());
@@ -70,29 +71,24 @@ pub async fn release(db: &Db, holders: &[(JobId, Depth)]) -> Result<Vec<Release>
             "WITH closed AS ( \
                  UPDATE allocations SET released_at = clock_timestamp() \
                  WHERE job_id = ANY($1::text[]) AND released_at IS NULL \
-                 RETURNING job_id, workers) \
-             SELECT job_id, sum(workers)::int8 FROM closed GROUP BY job_id ORDER BY job_id",
+                 RETURNING job_id, depth, workers), \
+             given_back AS ( \
+                 UPDATE quotas q SET allocated = q.allocated - freed.workers \
+                 FROM (SELECT depth, sum(workers) AS workers FROM closed GROUP BY depth) freed \
+                 WHERE q.depth = freed.depth) \
+             SELECT job_id, depth::int8, sum(workers)::int8 FROM closed \
+             GROUP BY job_id, depth ORDER BY job_id",
             [jobs.into()],
         )
         .await?;
-    let depth_of: BTreeMap<&str, Depth> = holders
-        .iter()
-        .map(|(job, depth)| (job.as_str(), *depth))
-        .collect();
-    let mut per_depth: BTreeMap<Depth, i64> = BTreeMap::new();
-    let mut released = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let job = row.text(0)?;
-        let workers = row.int(1)?;
-        let depth = *depth_of
-            .get(job.as_str())
-            .ok_or_else(|| ApiError::Internal(format!("released allocations of {job}")))?;
-        let job =
-            JobId::parse(&job).map_err(|_| ApiError::Internal(format!("stored job id {job:?}")))?;
-        *per_depth.entry(depth).or_default() += workers;
-        released.push(Release::new(job, depth, workers));
-    }
-    let per_depth: Vec<(Depth, i64)> = per_depth.into_iter().collect();
-    quotas::give_back(db, &per_depth).await?;
-    Ok(released)
+    rows.iter()
+        .map(|row| {
+            let job = row.text(0)?;
+            let job = JobId::parse(&job)
+                .map_err(|_| ApiError::Internal(format!("stored job id {job:?}")))?;
+            let depth = Depth::new(row.int(1)?)
+                .map_err(|_| ApiError::Internal(format!("released allocations of {job}")))?;
+            Ok(Release::new(job, depth, row.int(2)?))
+        })
+        .collect()
 }

@@ -66,16 +66,3 @@ pub async fn lock(db: &Db, depths: &[Depth]) -> Result<Vec<i64>, ApiError> {
     .map(|row| row.int(0))
     .collect()
 }
-
-/// Returns workers to their depths (whose rows the caller has locked); one entry per depth.
-pub async fn give_back(db: &Db, freed: &[(Depth, i64)]) -> Result<(), ApiError> {
-    let workers: Vec<Option<i64>> = freed.iter().map(|(_, workers)| Some(*workers)).collect();
-    let freed_depths: Vec<Depth> = freed.iter().map(|(depth, _)| *depth).collect();
-    db.execute(
-        "UPDATE quotas q SET allocated = q.allocated - f.workers \
-         FROM unnest($1::int8[], $2::int8[]) AS f(depth, workers) WHERE q.depth = f.depth",
-        [depths(&freed_depths), workers.into()],
-    )
-    .await?;
-    Ok(())
-}
