@@ -1,6 +1,6 @@
 -- seed.sql — fills a freshly migrated database for scripts/bench.
 --
---   psql -v workers=N -v runs=R -v pool=P -f seed.sql
+--   psql -v workers=N -v runs=R -v pool=P -v workspaces=W -f seed.sql
 --
 -- In proportion to N workers: N/10 jobs (half of them children of the other half), one audit row per worker and
 -- per job, one published event per worker, and a released allocation per job that ever ran. 90 % of everything is
@@ -8,8 +8,9 @@
 -- Rows are spread over the past, in id order, like a table that grew over time.
 --
 -- Then what the write benchmarks use up, for each of R runs: P RUNNING workers for the pause/resume cycle and P
--- PENDING jobs (over depths 0-5, under a chain of running parents) for allocate/release; and quotas large enough
--- that no grant is refused.
+-- PENDING jobs (over depths 0-5, under a chain of running parents) for allocate/release, all in workspace `bench`
+-- when W is 1, else member k in workspace bench-(k mod W), each workspace with its own chain of parents; and quotas
+-- large enough that no grant is refused.
 --
 -- Triggers (and with them the foreign-key checks) are off while seeding, so this file keeps every rule itself:
 -- it fills worker_counts, job_counts and the event sequence as the triggers would have. It seeds the schema of
@@ -64,21 +65,26 @@ SELECT 'a-' || substr(id, 3), id, workspace_id, depth, worker_count,
        started_at, started_at + interval '1 second'
 FROM jobs WHERE started_at IS NOT NULL;
 
--- What the write benchmarks use: run r's pause/resume workers and allocate/release jobs.
+-- What the write benchmarks use: run r's pause/resume workers and allocate/release jobs. Member k's workspace,
+-- and its parent at depth d (of its workspace's chain).
+CREATE FUNCTION pg_temp.bench_workspace(k bigint) RETURNS text LANGUAGE sql IMMUTABLE
+    RETURN CASE WHEN :workspaces = 1 THEN 'bench' ELSE 'bench-' || k % :workspaces END;
+CREATE FUNCTION pg_temp.bench_parent(k bigint, d integer) RETURNS text LANGUAGE sql IMMUTABLE
+    RETURN 'parent-' || CASE WHEN :workspaces = 1 THEN '' ELSE (k % :workspaces) || '-' END || d;
 INSERT INTO workers (id, workspace_id, status, created_at, updated_at, version)
-SELECT 'cycle-' || r || '-' || k, 'bench', 'RUNNING', now(), now(), 2
+SELECT 'cycle-' || r || '-' || k, pg_temp.bench_workspace(k), 'RUNNING', now(), now(), 2
 FROM generate_series(1, :runs) r, generate_series(1, :pool) k;
 
 INSERT INTO jobs (id, workspace_id, status, task_description, worker_count, depth, parent_job_id,
                   created_at, updated_at, started_at, version)
-SELECT 'parent-' || d, 'bench', 'RUNNING', 'benchmark parent at depth ' || d, 1, d,
-       CASE WHEN d > 0 THEN 'parent-' || (d - 1) END, now(), now(), now(), 2
-FROM generate_series(0, 4) d;
+SELECT pg_temp.bench_parent(w, d), pg_temp.bench_workspace(w), 'RUNNING', 'benchmark parent at depth ' || d,
+       1, d, CASE WHEN d > 0 THEN pg_temp.bench_parent(w, d - 1) END, now(), now(), now(), 2
+FROM generate_series(0, least(:workspaces, :pool) - 1) w, generate_series(0, 4) d;
 
 INSERT INTO jobs (id, workspace_id, status, task_description, worker_count, depth, parent_job_id,
                   created_at, updated_at)
-SELECT 'alloc-' || r || '-' || k, 'bench', 'PENDING', 'benchmark allocation', 1, k % 6,
-       CASE WHEN k % 6 > 0 THEN 'parent-' || (k % 6 - 1) END, now(), now()
+SELECT 'alloc-' || r || '-' || k, pg_temp.bench_workspace(k), 'PENDING', 'benchmark allocation', 1, k % 6,
+       CASE WHEN k % 6 > 0 THEN pg_temp.bench_parent(k, k % 6 - 1) END, now(), now()
 FROM generate_series(1, :runs) r, generate_series(1, :pool) k;
 
 -- What the triggers would have kept.

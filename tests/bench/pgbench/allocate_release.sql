@@ -32,7 +32,7 @@ FROM jobs WHERE id = 'alloc-' || :pool_run || '-' || :k FOR UPDATE \gset
 \if :phase = 0
 SELECT allocated::int8 FROM quotas WHERE depth = ANY(ARRAY[:depth]::int8[]) ORDER BY depth FOR UPDATE;
 INSERT INTO allocations (id, job_id, workspace_id, depth, workers)
-VALUES ('pa-' || :keys || '-' || :client_id || '-' || :sent, :id, 'bench', :depth::int8, 1::int8);
+VALUES ('pa-' || :keys || '-' || :client_id || '-' || :sent, :id, :workspace_id, :depth::int8, 1::int8);
 UPDATE quotas SET allocated = allocated + 1::int8, max_workers = GREATEST(1000000000::int8, allocated + 1::int8)
 WHERE depth = :depth::int8;
 UPDATE jobs SET allocated_workers = allocated_workers + 1::int8, status = 'RUNNING',

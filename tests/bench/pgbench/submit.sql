@@ -1,9 +1,11 @@
 -- POST /api/jobs/submit with an Idempotency-Key (jobs::submit through edge::write): the same statements, with
--- pgbench variables for their parameters. Redis round trips are not in here.
+-- pgbench variables for their parameters, in workspace `bench` or spread over :workspaces. Redis round trips are
+-- not in here.
 \include write/begin
 INSERT INTO jobs (id, workspace_id, status, task_description, worker_count, depth, parent_job_id)
-VALUES ('pg-' || :keys || '-' || :client_id || '-' || :sent, 'bench', 'PENDING', 'benchmark job', 1::int8, 0::int8,
-        NULL)
+VALUES ('pg-' || :keys || '-' || :client_id || '-' || :sent,
+        CASE WHEN :workspaces::int8 = 1 THEN 'bench' ELSE 'bench-' || :sent::int8 % :workspaces::int8 END,
+        'PENDING', 'benchmark job', 1::int8, 0::int8, NULL)
 ON CONFLICT (id) DO NOTHING
 RETURNING id, workspace_id, status, task_description, worker_count, depth, parent_job_id, allocated_workers,
           (extract(epoch from created_at) * 1000)::int8, (extract(epoch from updated_at) * 1000)::int8,
