@@ -759,11 +759,10 @@ impl Answer {
         }
     }
 
-    /// Whether it is marked `Idempotent-Replayed: true`.
+    /// Whether it is marked `Idempotent-Replayed: true`, once.
     pub fn replayed(&self) -> bool {
-        self.headers
-            .get("idempotent-replayed")
-            .is_some_and(|value| value == "true")
+        let marks: Vec<_> = self.headers.get_all("idempotent-replayed").iter().collect();
+        marks == ["true"]
     }
 
     /// The body as JSON.

@@ -286,6 +286,8 @@ async fn two_requests_racing_on_a_key_past_redis_make_one_change_and_one_replay(
     let [made, replayed] = &answers;
     assert_eq!(made.status, 201, "{made:?}");
     assert_replay_of(replayed, made);
+    // Redis now holds what the last of them answered; a retry replays the first answer from it.
+    assert_replay_of(&keyed(&app, WORKERS, &key, &registration).await, made);
     assert_eq!(app.select_int("SELECT count(*) FROM workers").await, 1);
     let registered = "SELECT count(*) FROM events WHERE type = 'worker.registered'";
     assert_eq!(app.select_int(registered).await, 1);
