@@ -263,8 +263,8 @@ fn replay(
 }
 
 impl Committed {
-    /// Gives the committed events their `seq`, then publishes them: two short steps, each under a
-    /// lock of its own (migration 0007). The stamp needs only Postgres, so catch-up reads see the
+    /// Gives the committed events their `seq`, then publishes them unless another request's publish
+    /// has already sent them: two short steps, each under a lock of its own (migration 0007). The stamp needs only Postgres, so catch-up reads see the
     /// events whether or not Redis is up. Publishing falls to whichever request holds its lock
     /// when the events are numbered; it publishes them with all before them, in `seq` order, and
     /// marks them in the same transaction, which a failed publish rolls back: the events then wait
@@ -275,10 +275,12 @@ impl Committed {
             return;
         }
         let outcome = async {
-            events::stamp(&self.db, &self.events).await?;
+            let unpublished = events::stamp(&self.db, &self.events).await?;
             match cache {
-                Some(cache) => publish_stamped(&self.db, cache, channel, &self.events).await,
-                None => Ok(()),
+                Some(cache) if unpublished => {
+                    publish_stamped(&self.db, cache, channel, &self.events).await
+                }
+                _ => Ok(()),
             }
         };
         if let Err(e) = outcome.await {

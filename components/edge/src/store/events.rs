@@ -10,7 +10,7 @@ use crate::db::{Columns, Db, Row};
 use orchestrator_core::ApiError;
 use orchestrator_core::events::{Envelope, EventType, NewEvent, Subject, SubjectKind};
 use orchestrator_core::ids::WorkspaceId;
-use spin_sdk::pg::ParameterValue;
+use spin_sdk::pg::{DbValue, ParameterValue};
 
 /// The `WITH` part that inserts a transaction's events, in order, returning their `pos` (insert
 /// order): what [`stamp`] needs to know whether they still wait for their `seq`. `None` for no
@@ -45,11 +45,18 @@ pub(super) fn with_insert(statement: &mut Statement, events: &[NewEvent]) -> Opt
 
 /// Gives `own` (committed events, by `pos`) their `seq`, with every other committed event still
 /// waiting, unless another writer's stamp has done it already. Not inside a transaction: the lock
-/// that orders events is held for this statement alone.
-pub async fn stamp(db: &Db, own: &[i64]) -> Result<(), ApiError> {
-    db.execute("SELECT events_stamp($1::int8[])", [positions(own)])
+/// that orders events is held for this statement alone. Returns whether any of `own` is still
+/// unpublished: under load another writer's publish has often sent them already (migration 0009).
+pub async fn stamp(db: &Db, own: &[i64]) -> Result<bool, ApiError> {
+    let row = db
+        .row("SELECT events_stamp($1::int8[])", [positions(own)])
         .await?;
-    Ok(())
+    match row.value(0) {
+        DbValue::Boolean(unpublished) => Ok(*unpublished),
+        other => Err(ApiError::Internal(format!(
+            "events_stamp: expected a boolean, found {other:?}"
+        ))),
+    }
 }
 
 /// How many events one request publishes at most: its own and those waiting before them.
