@@ -81,6 +81,32 @@ pub struct DbClient {
     _permit: OwnedSemaphorePermit,
 }
 
+impl DbClient {
+    /// Every row of the `events` table (the outbox), in `seq` order.
+    pub async fn events(&self) -> Vec<StoredEvent> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id::text, seq, type, subject_id, actor, data::text, published_at IS NOT NULL \
+                 FROM events ORDER BY seq",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| StoredEvent {
+                id: row.get(0),
+                seq: row.get(1),
+                kind: row.get(2),
+                subject: row.get(3),
+                actor: row.get(4),
+                data: serde_json::from_str(row.get::<_, &str>(5)).unwrap(),
+                published: row.get(6),
+            })
+            .collect()
+    }
+}
+
 impl std::ops::Deref for DbClient {
     type Target = tokio_postgres::Client;
     fn deref(&self) -> &Self::Target {
@@ -583,25 +609,7 @@ impl TestApp {
 
     /// Every row of the `events` table (the outbox), in `seq` order.
     pub async fn events(&self) -> Vec<StoredEvent> {
-        let client = self.db.client().await.unwrap();
-        let rows = client
-            .query(
-                "SELECT seq, type, subject_id, actor, data::text, published_at IS NOT NULL \
-                 FROM events ORDER BY seq",
-                &[],
-            )
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|row| StoredEvent {
-                seq: row.get(0),
-                kind: row.get(1),
-                subject: row.get(2),
-                actor: row.get(3),
-                data: serde_json::from_str(row.get::<_, &str>(4)).unwrap(),
-                published: row.get(5),
-            })
-            .collect()
+        self.db.client().await.unwrap().events().await
     }
 
     /// The events of `kinds`, in `seq` order.
@@ -638,6 +646,7 @@ fn with_json(request: RequestBuilder, body: Option<Value>) -> RequestBuilder {
 /// One row of the `events` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
+    pub id: String,
     pub seq: i64,
     /// The event's `type`.
     pub kind: String,

@@ -51,8 +51,8 @@ use api_tests::processes::{
     ForgetRedisKeys, HostConfig, HostProcess, PgBouncer, ScratchDir, pgbouncer_clients,
 };
 use api_tests::{
-    Answer, REDIS, TestDatabase, all_scopes, assert_one_of, assert_replay_of, token, unique,
-    worker_may_become,
+    Answer, REDIS, StoredEvent, TestDatabase, all_scopes, assert_one_of, assert_replay_of, token,
+    unique, worker_may_become,
 };
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -665,7 +665,7 @@ impl Cluster {
     /// Every committed change has exactly one event, saying what the change did, and every event
     /// is one of them; all are stamped (`seq` 1…n) and published. The grants and releases, in
     /// `seq` order, never held more of a depth than its quota. Returns the events in `seq` order.
-    async fn check_events(&self, trails: Trails) -> Vec<Event> {
+    async fn check_events(&self, trails: Trails) -> Vec<StoredEvent> {
         let db = self.db.client().await.unwrap();
         let unstamped: i64 = db
             .query_one(
@@ -676,23 +676,7 @@ impl Cluster {
             .unwrap()
             .get(0);
         assert_eq!(unstamped, 0, "events left unstamped or unpublished");
-        let rows = db
-            .query(
-                "SELECT id::text, seq, type, subject_id, data::text FROM events ORDER BY seq",
-                &[],
-            )
-            .await
-            .unwrap();
-        let events: Vec<Event> = rows
-            .iter()
-            .map(|row| Event {
-                id: row.get(0),
-                seq: row.get(1),
-                kind: row.get(2),
-                subject: row.get(3),
-                data: serde_json::from_str(row.get::<_, &str>(4)).unwrap(),
-            })
-            .collect();
+        let events = db.events().await;
         for (n, event) in events.iter().enumerate() {
             assert_eq!(
                 event.seq,
@@ -1148,16 +1132,6 @@ struct Trails {
     jobs: BTreeMap<String, Vec<Step>>,
 }
 
-/// One row of the outbox.
-#[derive(Debug)]
-struct Event {
-    id: String,
-    seq: i64,
-    kind: String,
-    subject: String,
-    data: Value,
-}
-
 /// The job state machine of contract §4 written out (the oracle, not core's table).
 fn job_may_become(from: &str) -> &'static [&'static str] {
     match from {
@@ -1171,7 +1145,7 @@ fn job_may_become(from: &str) -> &'static [&'static str] {
 
 /// The channel carried every event of the outbox at least once, each subject's in `seq` order
 /// (each envelope within 10 s).
-async fn check_channel(subscriber: &mut redis::aio::PubSub, events: &[Event]) {
+async fn check_channel(subscriber: &mut redis::aio::PubSub, events: &[StoredEvent]) {
     let mut missing: HashSet<&str> = events.iter().map(|event| event.id.as_str()).collect();
     let mut last_by_subject: HashMap<String, i64> = HashMap::new();
     let mut received = 0;
