@@ -17,7 +17,7 @@ use crate::request::Request;
 use crate::store::audit_trail::{AuditRows, Audited};
 use crate::store::events;
 use crate::store::idempotency::{self, Record};
-use crate::store::settle::{Settled, Settlement, settle};
+use crate::store::settle::{Deferred, Settled, Settlement, settle};
 use orchestrator_core::ApiError;
 use orchestrator_core::events::NewEvent;
 use orchestrator_core::idempotency::{
@@ -30,11 +30,17 @@ pub struct Tx {
     pub db: Db,
     /// The token's subject: the actor of audit rows and events.
     pub actor: String,
+    deferred: Vec<Box<dyn Deferred>>,
     audit: AuditRows,
     events: Vec<NewEvent>,
 }
 
 impl Tx {
+    /// Leaves a write whose answer the handler does not need to the transaction's last statement.
+    pub fn defer(&mut self, write: impl Deferred + 'static) {
+        self.deferred.push(Box::new(write));
+    }
+
     /// Queues the audit rows of moves made in this transaction (their rows locked until it ends);
     /// they are inserted last, with the events.
     pub fn audit<S: Audited>(&mut self, transitions: &[Transition<S>]) {
@@ -167,6 +173,7 @@ where
     let mut tx = Tx {
         db,
         actor: context.caller.subject.clone(),
+        deferred: Vec::new(),
         audit: AuditRows::default(),
         events: Vec::new(),
     };
@@ -216,6 +223,7 @@ where
             let reply = Reply::error(&error);
             let settlement = Settlement {
                 record: Some(keyed.record(&reply)),
+                deferred: &[],
                 audit: &AuditRows::default(),
                 events: &[],
             };
@@ -230,6 +238,7 @@ where
     };
     let settlement = Settlement {
         record: keyed.map(|keyed| keyed.record(&reply)),
+        deferred: &tx.deferred,
         audit: &tx.audit,
         events: &tx.events,
     };

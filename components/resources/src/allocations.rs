@@ -45,15 +45,13 @@ pub async fn allocate(request: &Request, context: &Context) -> Result<Reply, Api
             granted,
             allocation_id: AllocationId::generate(random_bytes()),
         };
-        allocations::grant(
-            &tx.db,
+        tx.defer(allocations::Grant::new(
             &grant.allocation_id,
             &job.id,
             &job.workspace_id,
             (body.depth, max_workers),
             granted,
-        )
-        .await?;
+        ));
         if let Some(start) = start {
             tx.audit(std::slice::from_ref(&start));
             tx.emit(NewEvent::state_changed(&start, &job.workspace_id));
@@ -85,7 +83,7 @@ pub async fn release(request: &Request, context: &Context) -> Result<Reply, ApiE
             .collect();
         let release = match allocations::release(&tx.db, &holding).await?.pop() {
             Some(release) => {
-                jobs::remove_workers(&tx.db, &job.id, release.released_workers).await?;
+                tx.defer(jobs::RemoveWorkers::new(&job.id, release.released_workers));
                 tx.emit(NewEvent::resources_released(
                     &release,
                     &job.workspace_id,

@@ -31,29 +31,39 @@ FROM jobs WHERE id = 'alloc-' || :pool_run || '-' || :k FOR UPDATE \gset
 \set body_bytes 200
 \if :phase = 0
 SELECT allocated::int8 FROM quotas WHERE depth = ANY(ARRAY[:depth]::int8[]) ORDER BY depth FOR UPDATE;
-INSERT INTO allocations (id, job_id, workspace_id, depth, workers)
-VALUES ('pa-' || :keys || '-' || :client_id || '-' || :sent, :id, :workspace_id, :depth::int8, 1::int8);
-UPDATE quotas SET allocated = allocated + 1::int8, max_workers = GREATEST(1000000000::int8, allocated + 1::int8)
-WHERE depth = :depth::int8;
-UPDATE jobs SET allocated_workers = allocated_workers + 1::int8, status = 'RUNNING',
-    started_at = coalesce(started_at, clock_timestamp()), version = version + 1, updated_at = clock_timestamp()
-WHERE id = :id;
 \set status 201
-\include write/settle
+-- The grant is deferred to the statement that ends the transaction (store::allocations::Grant).
+WITH ledger AS (
+    INSERT INTO allocations (id, job_id, workspace_id, depth, workers)
+    VALUES ('pa-' || :keys || '-' || :client_id || '-' || :sent, :id, :workspace_id, :depth::int8, 1::int8)),
+quota AS (
+    UPDATE quotas SET allocated = allocated + 1::int8, max_workers = GREATEST(1000000000::int8, allocated + 1::int8)
+    WHERE depth = :depth::int8),
+holdings AS (
+    UPDATE jobs SET allocated_workers = allocated_workers + 1::int8, status = 'RUNNING',
+        started_at = coalesce(started_at, clock_timestamp()), version = version + 1, updated_at = clock_timestamp()
+    WHERE id = :id),
+\include write/settle_parts
+\include write/settle_result
 \include write/publish
 \elif :held > 0
 SELECT allocated::int8 FROM quotas WHERE depth = ANY(ARRAY[:depth]::int8[]) ORDER BY depth FOR UPDATE;
 WITH closed AS (
     UPDATE allocations SET released_at = clock_timestamp()
     WHERE job_id = ANY(ARRAY[:id]) AND released_at IS NULL
-    RETURNING job_id, workers)
-SELECT job_id, sum(workers)::int8 FROM closed GROUP BY job_id ORDER BY job_id;
-UPDATE quotas q SET allocated = q.allocated - f.workers
-FROM unnest(ARRAY[:depth]::int8[], ARRAY[:held]::int8[]) AS f(depth, workers) WHERE q.depth = f.depth;
-UPDATE jobs SET allocated_workers = allocated_workers - :held::int8, version = version + 1,
-    updated_at = clock_timestamp()
-WHERE id = :id;
-\include write/settle
+    RETURNING job_id, depth, workers),
+given_back AS (
+    UPDATE quotas q SET allocated = q.allocated - freed.workers
+    FROM (SELECT depth, sum(workers) AS workers FROM closed GROUP BY depth) freed
+    WHERE q.depth = freed.depth)
+SELECT job_id, depth::int8, sum(workers)::int8 FROM closed GROUP BY job_id, depth ORDER BY job_id;
+-- The job's holdings are deferred to the statement that ends the transaction (store::jobs::RemoveWorkers).
+WITH holdings AS (
+    UPDATE jobs SET allocated_workers = allocated_workers - :held::int8, version = version + 1,
+        updated_at = clock_timestamp()
+    WHERE id = :id),
+\include write/settle_parts
+\include write/settle_result
 \include write/publish
 \else
 \include write/settle

@@ -5,6 +5,7 @@
 //! depth (a foreign key), so a job's holdings are all at one depth.
 
 use super::quotas;
+use super::settle::{Deferred, Statement};
 use crate::db::{Columns, Db, text};
 use orchestrator_core::ApiError;
 use orchestrator_core::ids::{AllocationId, JobId, WorkspaceId};
@@ -13,42 +14,71 @@ use orchestrator_core::lifecycle::State;
 use orchestrator_core::quota::Release;
 use orchestrator_core::validation::Depth;
 
-/// Grants `workers` to `job` at `depth`, whose limit is `max_workers` as configured, in one
-/// statement: the ledger row, the depth's count (the row's limit following the configuration, as
+/// A grant of `workers` to a job at its depth, whose limit is `max_workers` as configured: the
+/// ledger row, the depth's count (the row's limit following the configuration, as
 /// [`super::quotas::sync`] would make it) and the job's holdings, which makes it RUNNING. The caller
-/// holds the job's and the depth's rows locked and has decided the grant under them.
-pub async fn grant(
-    db: &Db,
-    id: &AllocationId,
-    job: &JobId,
-    workspace: &WorkspaceId,
-    (depth, max_workers): (Depth, i64),
+/// holds the job's and the depth's rows locked and has decided the grant under them; it is written by
+/// the transaction's last statement ([`crate::Tx::defer`]).
+pub struct Grant {
+    id: String,
+    job: String,
+    workspace: String,
+    depth: i64,
+    max_workers: i64,
     workers: i64,
-) -> Result<(), ApiError> {
-    db.execute(
-        "WITH ledger AS ( \
-             INSERT INTO allocations (id, job_id, workspace_id, depth, workers) \
-             VALUES ($1, $2, $3, $4::int8, $5::int8)), \
-         quota AS ( \
-             UPDATE quotas SET allocated = allocated + $5::int8, \
-                 max_workers = GREATEST($6::int8, allocated + $5::int8) \
-             WHERE depth = $4::int8) \
-         UPDATE jobs SET allocated_workers = allocated_workers + $5::int8, status = $7, \
-             started_at = coalesce(started_at, clock_timestamp()), \
-             version = version + 1, updated_at = clock_timestamp() \
-         WHERE id = $2",
-        [
-            text(id.as_str()),
-            text(job.as_str()),
-            text(workspace.as_str()),
-            depth.get().into(),
-            workers.into(),
-            max_workers.into(),
-            text(JobState::Running.as_str()),
-        ],
-    )
-    .await?;
-    Ok(())
+}
+
+impl Grant {
+    pub fn new(
+        id: &AllocationId,
+        job: &JobId,
+        workspace: &WorkspaceId,
+        (depth, max_workers): (Depth, i64),
+        workers: i64,
+    ) -> Self {
+        Self {
+            id: id.as_str().to_owned(),
+            job: job.as_str().to_owned(),
+            workspace: workspace.as_str().to_owned(),
+            depth: depth.get(),
+            max_workers,
+            workers,
+        }
+    }
+}
+
+impl Deferred for Grant {
+    fn with(&self, statement: &mut Statement) {
+        let [id, job, workspace] =
+            [&self.id, &self.job, &self.workspace].map(|v| statement.bind(text(v)));
+        let [depth, max_workers, workers] =
+            [self.depth, self.max_workers, self.workers].map(|v| statement.bind(v));
+        let running = statement.bind(text(JobState::Running.as_str()));
+        statement.with(
+            "ledger",
+            format!(
+                "INSERT INTO allocations (id, job_id, workspace_id, depth, workers) \
+                 VALUES ({id}, {job}, {workspace}, {depth}::int8, {workers}::int8)"
+            ),
+        );
+        statement.with(
+            "quota",
+            format!(
+                "UPDATE quotas SET allocated = allocated + {workers}::int8, \
+                     max_workers = GREATEST({max_workers}::int8, allocated + {workers}::int8) \
+                 WHERE depth = {depth}::int8"
+            ),
+        );
+        statement.with(
+            "holdings",
+            format!(
+                "UPDATE jobs SET allocated_workers = allocated_workers + {workers}::int8, \
+                     status = {running}, started_at = coalesce(started_at, clock_timestamp()), \
+                     version = version + 1, updated_at = clock_timestamp() \
+                 WHERE id = {job}"
+            ),
+        );
+    }
 }
 
 /// Frees everything `holders` (job and its depth) hold: closes their open allocations and gives the

@@ -9,6 +9,7 @@
 //! before another one that creates the job it later updates, and `started_at`/`completed_at` must not
 //! precede `created_at` (the table checks it).
 
+use super::settle::{Deferred, Statement};
 use super::{Millis, ms};
 use crate::db::{Columns, Db, Row, text};
 use orchestrator_core::ApiError;
@@ -213,16 +214,35 @@ pub async fn insert(db: &Db, id: &JobId, job: &NewJob<'_>) -> Result<Option<Job>
     row.as_ref().map(Job::from_row).transpose()
 }
 
-/// The job holds `workers` fewer.
-pub async fn remove_workers(db: &Db, id: &JobId, workers: i64) -> Result<(), ApiError> {
-    db.execute(
-        "UPDATE jobs SET allocated_workers = allocated_workers - $2::int8, \
-             version = version + 1, updated_at = clock_timestamp() \
-         WHERE id = $1",
-        [text(id.as_str()), workers.into()],
-    )
-    .await?;
-    Ok(())
+/// The job holds `workers` fewer: written by the transaction's last statement
+/// ([`crate::Tx::defer`]).
+pub struct RemoveWorkers {
+    job: String,
+    workers: i64,
+}
+
+impl RemoveWorkers {
+    pub fn new(id: &JobId, workers: i64) -> Self {
+        Self {
+            job: id.as_str().to_owned(),
+            workers,
+        }
+    }
+}
+
+impl Deferred for RemoveWorkers {
+    fn with(&self, statement: &mut Statement) {
+        let job = statement.bind(text(&self.job));
+        let workers = statement.bind(self.workers);
+        statement.with(
+            "holdings",
+            format!(
+                "UPDATE jobs SET allocated_workers = allocated_workers - {workers}::int8, \
+                     version = version + 1, updated_at = clock_timestamp() \
+                 WHERE id = {job}"
+            ),
+        );
+    }
 }
 
 /// How a job ends: its terminal state, and what it produced.

@@ -1,5 +1,5 @@
-//! The last statement of a write: its audit rows, its events and, for a keyed request, its
-//! idempotency record, in one round trip (issue 10: a keyed pause was 13 statements, each two round
+//! The last statement of a write: the writes its handler deferred, its audit rows, its events and,
+//! for a keyed request, its idempotency record, in one round trip (issue 10: a keyed pause was 13 statements, each two round
 //! trips under Spin, which prepares every one).
 //!
 //! Each table's module renders its part as a data-modifying `WITH` query ([`Statement::with`]);
@@ -13,9 +13,18 @@ use orchestrator_core::ApiError;
 use orchestrator_core::events::NewEvent;
 use spin_sdk::pg::{DbValue, ParameterValue};
 
+/// A write a handler leaves to the statement that ends its transaction because it needs no answer
+/// from it (e.g. an allocation's ledger row and counters): a round trip fewer, and the rows it locks
+/// are held for that one statement and the COMMIT only.
+pub trait Deferred {
+    /// Adds its `WITH` parts; their names must be its own.
+    fn with(&self, statement: &mut Statement);
+}
+
 /// What a write leaves to its last statement.
 pub struct Settlement<'a> {
     pub record: Option<idempotency::Record<'a>>,
+    pub deferred: &'a [Box<dyn Deferred>],
     pub audit: &'a AuditRows,
     pub events: &'a [NewEvent],
 }
@@ -38,6 +47,9 @@ pub async fn settle(db: &Db, settlement: Settlement<'_>) -> Result<Settled, ApiE
         }
         None => "true".to_owned(),
     };
+    for write in settlement.deferred {
+        write.with(&mut statement);
+    }
     settlement.audit.with(&mut statement);
     let positions = match events::with_insert(&mut statement, settlement.events) {
         Some(name) => format!("ARRAY(SELECT pos FROM {name} ORDER BY pos)"),
@@ -68,20 +80,20 @@ pub async fn settle(db: &Db, settlement: Settlement<'_>) -> Result<Settled, ApiE
 
 /// A statement being assembled from `WITH` parts, each binding its own parameters.
 #[derive(Default)]
-pub(super) struct Statement {
+pub struct Statement {
     parts: Vec<String>,
     params: Vec<ParameterValue>,
 }
 
 impl Statement {
     /// Binds a parameter; the placeholder (`$n`) to write in its place.
-    pub fn bind(&mut self, value: impl Into<ParameterValue>) -> String {
+    pub(crate) fn bind(&mut self, value: impl Into<ParameterValue>) -> String {
         self.params.push(value.into());
         format!("${}", self.params.len())
     }
 
     /// Adds `name AS (query)`; `name` is what the rest of the statement reads it by.
-    pub fn with(&mut self, name: &'static str, query: String) -> &'static str {
+    pub(crate) fn with(&mut self, name: &'static str, query: String) -> &'static str {
         self.parts.push(format!("{name} AS ({query})"));
         name
     }
