@@ -127,14 +127,18 @@ where
         Err(e) => Err(e),
     };
     match &outcome {
-        Ok(Committed { reply, .. }) => {
+        Ok(Committed {
+            reply, replayed, ..
+        }) => {
             let stored = StoredResponse {
                 fingerprint: keyed.fingerprint.clone(),
                 status: reply.status,
                 body: reply.body.clone(),
             };
-            let recorded =
-                rules::is_recordable(reply.status).then_some((&stored, reply.headers.as_slice()));
+            // A replay caches nothing: what Redis should hold is the answer as the request that
+            // recorded it gave it, which that request caches itself.
+            let recorded = (!replayed && rules::is_recordable(reply.status))
+                .then_some((&stored, reply.headers.as_slice()));
             cache
                 .finish(&keyed.scope_key, recorded, config.idempotency_ttl_seconds)
                 .await;
@@ -155,6 +159,8 @@ where
 /// A committed transaction: its answer, its connection, and its events' `pos`.
 struct Committed {
     reply: Reply,
+    /// The answer is another request's, replayed: this one changed and recorded nothing.
+    replayed: bool,
     db: Db,
     events: Vec<i64>,
 }
@@ -186,16 +192,18 @@ where
             return Err(error);
         }
     };
-    let (reply, events) = match ended {
+    let (reply, replayed, events) = match ended {
         Ended::ToCommit(reply, events) => {
             // A COMMIT that fails has ended the transaction as well.
             tx.db.execute("COMMIT", []).await?;
-            (reply, events)
+            (reply, false, events)
         }
-        Ended::Over(reply) => (reply, Vec::new()),
+        Ended::RefusalRecorded(reply) => (reply, false, Vec::new()),
+        Ended::Replayed(reply) => (reply, true, Vec::new()),
     };
     Ok(Committed {
         reply,
+        replayed,
         db: tx.db,
         events,
     })
@@ -205,9 +213,10 @@ where
 enum Ended {
     /// The change waits for the COMMIT (with its events' `pos`).
     ToCommit(Reply, Vec<i64>),
-    /// The transaction is over: rolled back, with a refusal recorded on its own, or the replay of
-    /// another request that recorded this key first.
-    Over(Reply),
+    /// The change was refused and rolled back; the refusal is recorded on its own.
+    RefusalRecorded(Reply),
+    /// Rolled back: another request recorded this key first, and this is its answer.
+    Replayed(Reply),
 }
 
 /// Everything between `BEGIN` and `COMMIT`.
@@ -227,12 +236,12 @@ where
                 audit: &AuditRows::default(),
                 events: &[],
             };
-            return Ok(Ended::Over(match settle(&tx.db, settlement).await? {
-                Settled { recorded: true, .. } => reply,
+            return Ok(match settle(&tx.db, settlement).await? {
+                Settled { recorded: true, .. } => Ended::RefusalRecorded(reply),
                 Settled {
                     recorded: false, ..
-                } => keyed.replay_recorded(&tx.db).await?,
-            }));
+                } => Ended::Replayed(keyed.replay_recorded(&tx.db).await?),
+            });
         }
         (Err(error), _) => return Err(error),
     };
@@ -246,7 +255,7 @@ where
     match keyed {
         Some(keyed) if !settled.recorded => {
             tx.db.execute("ROLLBACK", []).await?;
-            Ok(Ended::Over(keyed.replay_recorded(&tx.db).await?))
+            Ok(Ended::Replayed(keyed.replay_recorded(&tx.db).await?))
         }
         _ => Ok(Ended::ToCommit(reply, settled.events)),
     }

@@ -205,6 +205,34 @@ async fn forget_in_redis(sub: &str, path: &str, key: &str) {
 /// Deletes the Redis entry of `kind` (`idempotency`: the cached record; `idempotency-lock`: the
 /// in-flight lock) of `key` as `sub` used it on `POST path`, asserting there was one.
 async fn forget_in_redis_as(kind: &str, sub: &str, path: &str, key: &str) {
+    let (mut redis, entry) = in_redis(kind, sub, path, key).await;
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&entry)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+}
+
+/// What Redis caches of `key` as `sub` used it on `POST path`: the recorded answer, as JSON.
+async fn cached_in_redis(sub: &str, path: &str, key: &str) -> Value {
+    let (mut redis, entry) = in_redis("idempotency", sub, path, key).await;
+    let cached: Vec<u8> = redis::cmd("GET")
+        .arg(&entry)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    serde_json::from_slice(&cached).unwrap()
+}
+
+/// A connection to Redis, and the one entry of `kind` it holds for `key` as `sub` used it on
+/// `POST path`.
+async fn in_redis(
+    kind: &str,
+    sub: &str,
+    path: &str,
+    key: &str,
+) -> (redis::aio::MultiplexedConnection, String) {
     let key = IdempotencyKey::parse(key).unwrap();
     // The prefix holds the app's namespace; the scope key is a digest unique to this test's key.
     let pattern = format!(
@@ -216,18 +244,13 @@ async fn forget_in_redis_as(kind: &str, sub: &str, path: &str, key: &str) {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let cached: Vec<String> = redis::cmd("KEYS")
+    let mut entries: Vec<String> = redis::cmd("KEYS")
         .arg(&pattern)
         .query_async(&mut redis)
         .await
         .unwrap();
-    assert_eq!(cached.len(), 1, "{pattern}: {cached:?}");
-    let deleted: i64 = redis::cmd("DEL")
-        .arg(&cached)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(deleted, 1);
+    assert_eq!(entries.len(), 1, "{pattern}: {entries:?}");
+    (redis, entries.remove(0))
 }
 
 #[tokio::test]
@@ -286,7 +309,15 @@ async fn two_requests_racing_on_a_key_past_redis_make_one_change_and_one_replay(
     let [made, replayed] = &answers;
     assert_eq!(made.status, 201, "{made:?}");
     assert_replay_of(replayed, made);
-    // Redis now holds what the last of them answered; a retry replays the first answer from it.
+    // Redis holds the first answer as it was given (the replay cached nothing of its own), and a
+    // retry replays it from there.
+    let cached = cached_in_redis("tester", WORKERS, &key).await;
+    assert_eq!(cached["status"], 201, "{cached}");
+    let headers = cached["headers"].as_array().unwrap();
+    assert!(
+        !headers.iter().any(|h| h[0] == "idempotent-replayed"),
+        "a replay's marker was cached as a recorded header: {cached}"
+    );
     assert_replay_of(&keyed(&app, WORKERS, &key, &registration).await, made);
     assert_eq!(app.select_int("SELECT count(*) FROM workers").await, 1);
     let registered = "SELECT count(*) FROM events WHERE type = 'worker.registered'";
