@@ -315,6 +315,24 @@ pub trait Columns {
         }
     }
 
+    fn boolean(&self, i: usize) -> Result<bool, ApiError> {
+        match self.value(i) {
+            DbValue::Boolean(b) => Ok(*b),
+            other => Err(mismatch(i, "boolean", other)),
+        }
+    }
+
+    /// An `int8[]` column; its elements are never null here.
+    fn ints(&self, i: usize) -> Result<Vec<i64>, ApiError> {
+        match self.value(i) {
+            DbValue::ArrayInt64(values) => values
+                .iter()
+                .map(|value| value.ok_or_else(|| ApiError::Internal(format!("column {i}: a null"))))
+                .collect(),
+            other => Err(mismatch(i, "int8[]", other)),
+        }
+    }
+
     fn optional_int(&self, i: usize) -> Result<Option<i64>, ApiError> {
         match self.value(i) {
             DbValue::DbNull => Ok(None),

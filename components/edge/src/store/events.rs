@@ -10,7 +10,7 @@ use crate::db::{Columns, Db, Row};
 use orchestrator_core::ApiError;
 use orchestrator_core::events::{Envelope, EventType, NewEvent, Subject, SubjectKind};
 use orchestrator_core::ids::WorkspaceId;
-use spin_sdk::pg::{DbValue, ParameterValue};
+use spin_sdk::pg::ParameterValue;
 
 /// The `WITH` part that inserts a transaction's events, in order, returning their `pos` (insert
 /// order): what [`stamp`] needs to know whether they still wait for their `seq`. `None` for no
@@ -48,15 +48,9 @@ pub(super) fn with_insert(statement: &mut Statement, events: &[NewEvent]) -> Opt
 /// that orders events is held for this statement alone. Returns whether any of `own` is still
 /// unpublished: under load another writer's publish has often sent them already (migration 0009).
 pub async fn stamp(db: &Db, own: &[i64]) -> Result<bool, ApiError> {
-    let row = db
-        .row("SELECT events_stamp($1::int8[])", [positions(own)])
-        .await?;
-    match row.value(0) {
-        DbValue::Boolean(unpublished) => Ok(*unpublished),
-        other => Err(ApiError::Internal(format!(
-            "events_stamp: expected a boolean, found {other:?}"
-        ))),
-    }
+    db.row("SELECT events_stamp($1::int8[])", [positions(own)])
+        .await?
+        .boolean(0)
 }
 
 /// How many events one request publishes at most: its own and those waiting before them.

@@ -17,8 +17,6 @@ impl Audited for JobState {
     };
 }
 
-const TRAIL: Trail = JobState::TRAIL;
-
 /// One page of a job's trail, oldest first.
 pub async fn list(
     db: &Db,
@@ -26,9 +24,9 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<AuditRow>, ApiError> {
-    TRAIL.list(db, job, limit, offset).await
+    JobState::TRAIL.list(db, job, limit, offset).await
 }
 
 pub async fn count(db: &Db, job: &JobId) -> Result<i64, ApiError> {
-    TRAIL.count(db, job.as_str()).await
+    JobState::TRAIL.count(db, job.as_str()).await
 }

@@ -11,7 +11,7 @@ use super::{events, idempotency};
 use crate::db::{Columns, Db};
 use orchestrator_core::ApiError;
 use orchestrator_core::events::NewEvent;
-use spin_sdk::pg::{DbValue, ParameterValue};
+use spin_sdk::pg::ParameterValue;
 
 /// A write a handler leaves to the statement that ends its transaction because it needs no answer
 /// from it (e.g. an allocation's ledger row and counters): a round trip fewer, and the rows it locks
@@ -66,16 +66,10 @@ pub async fn settle(db: &Db, settlement: Settlement<'_>) -> Result<Settled, ApiE
         statement.parts.join(", ")
     );
     let row = db.row(&sql, statement.params).await?;
-    let recorded = matches!(row.value(0), DbValue::Boolean(true));
-    let events = match row.value(1) {
-        DbValue::ArrayInt64(positions) => positions.iter().copied().flatten().collect(),
-        other => {
-            return Err(ApiError::Internal(format!(
-                "event positions: expected int8[], found {other:?}"
-            )));
-        }
-    };
-    Ok(Settled { recorded, events })
+    Ok(Settled {
+        recorded: row.boolean(0)?,
+        events: row.ints(1)?,
+    })
 }
 
 /// A statement being assembled from `WITH` parts, each binding its own parameters.

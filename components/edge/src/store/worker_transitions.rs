@@ -18,8 +18,6 @@ impl Audited for WorkerState {
     };
 }
 
-const TRAIL: Trail = WorkerState::TRAIL;
-
 /// One page of a worker's trail, oldest first.
 pub async fn list(
     db: &Db,
@@ -27,9 +25,9 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Record>, ApiError> {
-    TRAIL.list(db, worker, limit, offset).await
+    WorkerState::TRAIL.list(db, worker, limit, offset).await
 }
 
 pub async fn count(db: &Db, worker: &WorkerId) -> Result<i64, ApiError> {
-    TRAIL.count(db, worker.as_str()).await
+    WorkerState::TRAIL.count(db, worker.as_str()).await
 }
