@@ -174,29 +174,23 @@ impl HostProcess {
                 log: log.clone(),
                 child,
             };
-            let started = Instant::now();
-            loop {
-                if let Some(status) = host.child.try_wait().expect("the host's status") {
-                    let tail = log_tail(&host.log, 20);
-                    if attempt < START_ATTEMPTS && tail.contains("in use") {
-                        break; // lost the port: again, on another
-                    }
-                    panic!("the host exited on start-up ({status}):\n{tail}");
-                }
+            let healthy = async || {
                 let health = http
                     .get(format!("{}/api/health", host.address))
                     .timeout(Duration::from_secs(2))
                     .send()
                     .await;
-                if health.is_ok_and(|response| response.status() == 200) {
-                    return host;
-                }
-                assert!(
-                    started.elapsed() < HOST_START,
-                    "the host on port {port} was not healthy within {HOST_START:?}:\n{}",
-                    log_tail(&host.log, 20)
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                health.is_ok_and(|response| response.status() == 200)
+            };
+            let waiting = Starting {
+                what: "the host",
+                port,
+                log: &log,
+                within: HOST_START,
+                last_attempt: attempt == START_ATTEMPTS,
+            };
+            if waiting.until_serving(&mut host.child, healthy).await {
+                return host;
             }
         }
         unreachable!("the last attempt panics or returns")
@@ -227,8 +221,6 @@ impl Drop for HostProcess {
 /// database, with its configuration and log in a directory of the test's; killed on drop.
 pub struct PgBouncer {
     pub port: u16,
-    /// `(major, minor)` as `pgbouncer --version` says.
-    pub version: (u32, u32),
     pub log: PathBuf,
     child: Child,
 }
@@ -258,7 +250,7 @@ impl PgBouncer {
     }
 
     /// `(major, minor)` of a PgBouncer binary, from `pgbouncer --version` ("PgBouncer 1.18.0").
-    pub fn version_of(binary: &Path) -> (u32, u32) {
+    fn version_of(binary: &Path) -> (u32, u32) {
         let output = Command::new(binary)
             .arg("--version")
             .output()
@@ -275,18 +267,20 @@ impl PgBouncer {
         }
     }
 
-    /// Whether this PgBouncer can keep protocol-level named prepared statements in transaction
-    /// mode (`max_prepared_statements`, PgBouncer 1.21 and later).
-    pub fn tracks_prepared_statements(version: (u32, u32)) -> bool {
-        version >= (1, 21)
-    }
-
     /// Starts `binary` in `pool_mode = transaction` for `database` on the shared server, with at
     /// most `server_connections` connections to Postgres (`default_pool_size` and
-    /// `max_db_connections`), and — where it can — tracking prepared statements; returns once it
-    /// serves a query. Writes `pgbouncer.ini` and its log into `dir`.
+    /// `max_db_connections`), keeping the named prepared statements Spin's driver makes
+    /// (`max_prepared_statements`); returns once it serves a query. Writes `pgbouncer.ini` and its
+    /// log into `dir`. Panics on a PgBouncer before 1.21, which loses those statements in
+    /// transaction mode under concurrency (see `tests/scale_out.rs`).
     pub async fn start(binary: &Path, database: &str, server_connections: u32, dir: &Path) -> Self {
-        let version = Self::version_of(binary);
+        let (major, minor) = Self::version_of(binary);
+        assert!(
+            (major, minor) >= (1, 21),
+            "{}: PgBouncer {major}.{minor} loses Spin's named prepared statements in transaction \
+             mode (1.21 or later keeps them): scripts/setup builds one",
+            binary.display()
+        );
         let server = host_and_port(crate::SERVER);
         let (server_host, server_port) = server.rsplit_once(':').expect("host:port");
         let user = crate::SERVER
@@ -316,12 +310,10 @@ impl PgBouncer {
                  max_client_conn = 400\n\
                  server_tls_sslmode = disable\n\
                  log_connections = 0\n\
-                 log_disconnections = 0\n",
+                 log_disconnections = 0\n\
+                 max_prepared_statements = 200\n",
                 userlist = dir.join("userlist.txt").display(),
             );
-            if Self::tracks_prepared_statements(version) {
-                ini.push_str("max_prepared_statements = 200\n");
-            }
             // PgBouncer refuses to run as root; it drops to `user` after reading its files.
             if is_root() {
                 ini.push_str("user = postgres\n");
@@ -330,37 +322,25 @@ impl PgBouncer {
             std::fs::write(&config, ini).expect("pgbouncer.ini");
             let log = dir.join("pgbouncer.log");
             let (stdout, stderr) = log_file(&log);
-            let child = Command::new(binary)
+            let mut child = Command::new(binary)
                 .arg(&config)
                 .stdin(Stdio::null())
                 .stdout(stdout)
                 .stderr(stderr)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-            let mut bouncer = Self {
+            let waiting = Starting {
+                what: "pgbouncer",
                 port,
-                version,
-                log,
-                child,
+                log: &log,
+                within: PGBOUNCER_START,
+                last_attempt: attempt == START_ATTEMPTS,
             };
-            let started = Instant::now();
-            loop {
-                if let Some(status) = bouncer.child.try_wait().expect("pgbouncer's status") {
-                    let tail = log_tail(&bouncer.log, 20);
-                    if attempt < START_ATTEMPTS && tail.contains("in use") {
-                        break;
-                    }
-                    panic!("pgbouncer exited on start-up ({status}):\n{tail}");
-                }
-                if bouncer.answers(database).await {
-                    return bouncer;
-                }
-                assert!(
-                    started.elapsed() < PGBOUNCER_START,
-                    "pgbouncer on port {port} did not serve within {PGBOUNCER_START:?}:\n{}",
-                    log_tail(&bouncer.log, 20)
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            if waiting
+                .until_serving(&mut child, async || answers(port, database).await)
+                .await
+            {
+                return Self { port, log, child };
             }
         }
         unreachable!("the last attempt panics or returns")
@@ -368,27 +348,7 @@ impl PgBouncer {
 
     /// The URL of `database` through this PgBouncer, in plain TCP.
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable",
-            self.port
-        )
-    }
-
-    /// Whether a query through it to `database` answers.
-    async fn answers(&self, database: &str) -> bool {
-        let Ok(Ok((client, connection))) = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio_postgres::connect(&self.url(database), tokio_postgres::NoTls),
-        )
-        .await
-        else {
-            return false;
-        };
-        let connection = tokio::spawn(connection);
-        let answered = client.simple_query("SELECT 1").await.is_ok();
-        drop(client);
-        let _ = connection.await;
-        answered
+        url_through(self.port, database)
     }
 }
 
@@ -423,6 +383,72 @@ pub async fn pgbouncer_clients(port: u16, database: &str) -> anyhow::Result<usiz
     drop(client);
     let _ = connection.await;
     Ok(clients)
+}
+
+/// The URL of `database` through the PgBouncer on `port`.
+fn url_through(port: u16, database: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/{database}?sslmode=disable")
+}
+
+/// Whether a query through the PgBouncer on `port` to `database` answers.
+async fn answers(port: u16, database: &str) -> bool {
+    let Ok(Ok((client, connection))) = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio_postgres::connect(&url_through(port, database), tokio_postgres::NoTls),
+    )
+    .await
+    else {
+        return false;
+    };
+    let connection = tokio::spawn(connection);
+    let answered = client.simple_query("SELECT 1").await.is_ok();
+    drop(client);
+    let _ = connection.await;
+    answered
+}
+
+/// A child process started on a spare port, being waited for.
+struct Starting<'a> {
+    what: &'static str,
+    port: u16,
+    log: &'a Path,
+    within: Duration,
+    /// Whether a lost port is the end (no attempt left) rather than a reason to try another.
+    last_attempt: bool,
+}
+
+impl Starting<'_> {
+    /// Polls `serving` until it says yes (`true`), or the child exits because another process took
+    /// its port (`false`: start it again on another). Panics when it exits for any other reason, or
+    /// does not serve within `within`, with its log's tail.
+    async fn until_serving(
+        &self,
+        child: &mut Child,
+        mut serving: impl AsyncFnMut() -> bool,
+    ) -> bool {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("the child's status") {
+                let tail = log_tail(self.log, 20);
+                if !self.last_attempt && tail.contains("in use") {
+                    return false;
+                }
+                panic!("{} exited on start-up ({status}):\n{tail}", self.what);
+            }
+            if serving().await {
+                return true;
+            }
+            assert!(
+                started.elapsed() < self.within,
+                "{} on port {} did not serve within {:?}:\n{}",
+                self.what,
+                self.port,
+                self.within,
+                log_tail(self.log, 20)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Whether the tests run as root (`id -u` says 0).
