@@ -583,8 +583,8 @@ impl TestApp {
         }
         for (what, sql) in [
             (
-                "quotas.allocated",
-                "SELECT sum(allocated)::int8 FROM quotas",
+                "quota_stripes.allocated",
+                "SELECT sum(allocated)::int8 FROM quota_stripes",
             ),
             (
                 "workers.version",
@@ -599,6 +599,21 @@ impl TestApp {
             counts.push((what, self.select_int(sql).await));
         }
         counts
+    }
+
+    /// Waits until `count` connections to the app's database wait for a lock: requests blocked
+    /// behind a row the test holds are then inside their transactions.
+    pub async fn until_requests_wait_for_a_lock(&self, count: i64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let waiting = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        while self.select_int(waiting).await < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {count} requests wait for a lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The one integer `sql` selects, e.g. a `count(*)`.

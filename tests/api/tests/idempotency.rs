@@ -11,7 +11,7 @@ use orchestrator_core::auth::Scope;
 use orchestrator_core::idempotency::{IdempotencyKey, scope_key};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WORKERS: &str = "/api/supervisor/workers";
 /// How long a duplicate may take to be refused: the service answers it from Redis without waiting
@@ -41,21 +41,7 @@ async fn keyed(app: &TestApp, path: &str, key: &str, body: &Value) -> Answer {
 /// Waits until a connection to the app's database waits for a lock: the request holding `key` is
 /// then inside its transaction, past taking the key.
 async fn until_a_request_waits_for_a_lock(app: &TestApp) {
-    until_requests_wait_for_a_lock(app, 1).await
-}
-
-/// Waits until `count` connections to the app's database wait for a lock.
-async fn until_requests_wait_for_a_lock(app: &TestApp, count: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let waiting = "SELECT count(*) FROM pg_stat_activity \
-                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    while app.select_int(waiting).await < count {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {count} requests wait for a lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.until_requests_wait_for_a_lock(1).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,10 +284,10 @@ async fn two_requests_racing_on_a_key_past_redis_make_one_change_and_one_replay(
         tokio::spawn(async move { Answer::read(request.send().await.unwrap()).await })
     };
     let first = send();
-    until_requests_wait_for_a_lock(&app, 1).await;
+    app.until_requests_wait_for_a_lock(1).await;
     forget_in_redis_as("idempotency-lock", "tester", WORKERS, &key).await;
     let second = send();
-    until_requests_wait_for_a_lock(&app, 2).await;
+    app.until_requests_wait_for_a_lock(2).await;
 
     lock.rollback().await.unwrap();
     let mut answers = [first.await.unwrap(), second.await.unwrap()];
