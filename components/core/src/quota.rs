@@ -97,6 +97,62 @@ fn available(max: i64, allocated: i64) -> i64 {
     (max - allocated).max(0)
 }
 
+/// How many rows a depth's quota is spread over (migrations/0010). A job draws from the stripe its id
+/// hashes to, so allocations for different jobs at one depth rarely wait on the same row.
+pub const STRIPES: usize = 16;
+
+/// A depth's quota as its [`STRIPES`] rows hold it, after a step that holds all of them.
+///
+/// A grant its job's own stripe can cover, while the rows are laid out for the configured limit,
+/// takes from that stripe alone; that is exact, since the depth has at least what one stripe has
+/// free. Any other grant locks every stripe, decides on the whole depth ([`grant_across`]) and lays
+/// the depth out anew for the limit it was decided under. Only such a step changes a capacity, so
+/// the capacities always add up to the limit the rows are laid out for, and a changed limit acts on
+/// the first grant that meets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Each stripe's share of the limit; never below what it holds.
+    pub capacity: [i64; STRIPES],
+    /// What each stripe's open allocations hold.
+    pub allocated: [i64; STRIPES],
+}
+
+impl Layout {
+    /// Spreads `max` over stripes that hold `allocated`, at most `max` in all: each keeps what it
+    /// holds plus an even share of what is free (the remainder to the first stripes), so most small
+    /// grants find room in their own stripe.
+    fn spread(max: i64, allocated: [i64; STRIPES]) -> Self {
+        let free = available(max, allocated.iter().sum());
+        let stripes = STRIPES as i64;
+        let mut capacity = allocated;
+        for (stripe, capacity) in (0..).zip(&mut capacity) {
+            *capacity += free / stripes + i64::from(stripe < free % stripes);
+        }
+        Self {
+            capacity,
+            allocated,
+        }
+    }
+}
+
+/// A grant decided with every stripe of the depth locked, whose `allocated` are given, for a job
+/// whose own stripe is `home`: exactly what [`grant`] gives for the depth's total, taken into the
+/// home stripe, and the depth laid out anew for `max` around it (a refusal changes nothing, so
+/// the rows never hold more than the limit they are laid out for).
+pub fn grant_across(
+    depth: Depth,
+    requested: WorkerCount,
+    max: i64,
+    mut allocated: [i64; STRIPES],
+    home: usize,
+) -> Result<(i64, Layout), ApiError> {
+    let granted = grant(depth, requested, max, allocated.iter().sum())?;
+    *allocated
+        .get_mut(home)
+        .ok_or_else(|| ApiError::Internal(format!("stripe {home} of {STRIPES}")))? += granted;
+    Ok((granted, Layout::spread(max, allocated)))
+}
+
 /// One row of `GET /api/resources/usage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Usage {

@@ -16,7 +16,7 @@ use orchestrator_core::job::{
     JobNode, JobState, plan_allocation, plan_cancel, submission_transitions,
 };
 use orchestrator_core::lifecycle::{State, Transition, plan_transition};
-use orchestrator_core::quota::{Quotas, Release, Usage, grant};
+use orchestrator_core::quota::{Layout, Quotas, Release, STRIPES, Usage, grant, grant_across};
 use orchestrator_core::validation::{Depth, Reason, WorkerCount};
 use orchestrator_core::version::check_if_match;
 use orchestrator_core::worker::{WorkerAction, WorkerState, registration_transition};
@@ -724,6 +724,146 @@ proptest! {
         }
         let usage = Usage::new(depth, max, allocated);
         prop_assert_eq!(usage.available, (max - allocated).max(0));
+    }
+}
+
+// --- Striped quotas ---
+
+#[derive(Debug, Clone)]
+enum StripeCommand {
+    /// A grant for a job whose id hashes to `stripe`.
+    Allocate { stripe: usize, count: i64 },
+    /// A holder frees what it holds.
+    Release { holder: Index },
+    /// `depth_quotas` changes: the next grant meets a limit the rows were not laid out for.
+    Configure { max: i64 },
+}
+
+fn stripe_command() -> impl Strategy<Value = StripeCommand> {
+    prop_oneof![
+        5 => (0..STRIPES, 1i64..=10)
+            .prop_map(|(stripe, count)| StripeCommand::Allocate { stripe, count }),
+        3 => any::<Index>().prop_map(|holder| StripeCommand::Release { holder }),
+        1 => (0i64..=40).prop_map(|max| StripeCommand::Configure { max }),
+    ]
+}
+
+/// One depth's rows as migrations/0010 keeps them, driven as the handlers drive them.
+struct StripedDepth {
+    /// The limit the rows are laid out for (`quotas.max_workers`).
+    laid_out_for: i64,
+    rows: Layout,
+}
+
+impl StripedDepth {
+    /// `resources::allocations::allocate`: the job's own stripe when the rows follow `max` and it
+    /// can cover the whole request (`store::quotas::take_from_own_stripe`), else every stripe.
+    fn allocate(&mut self, max: i64, stripe: usize, count: WorkerCount) -> Result<i64, ApiError> {
+        let free = self.rows.capacity[stripe] - self.rows.allocated[stripe];
+        if self.laid_out_for == max && free >= count.get() {
+            self.rows.allocated[stripe] += count.get();
+            return Ok(count.get());
+        }
+        let (granted, rows) = grant_across(
+            Depth::new(0).unwrap(),
+            count,
+            max,
+            self.rows.allocated,
+            stripe,
+        )?;
+        (self.laid_out_for, self.rows) = (max, rows);
+        Ok(granted)
+    }
+
+    /// What migrations/0010's checks hold the rows to.
+    fn check(&self) {
+        let rows = &self.rows;
+        for (capacity, allocated) in rows.capacity.iter().zip(&rows.allocated) {
+            assert!((0..=*capacity).contains(allocated), "{rows:?}");
+        }
+        assert_eq!(
+            rows.capacity.iter().sum::<i64>(),
+            self.laid_out_for,
+            "{rows:?}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Spread over stripes, a depth grants exactly what one row would: every grant and every 409 is
+    /// the one [`grant`] gives for the depth's total, whatever stripe the job is in and however the
+    /// limit moves (also below what is held), and the rows always pass the database's checks.
+    #[test]
+    fn striped_quotas_grant_what_one_row_would(
+        initial in 0i64..=40,
+        commands in proptest::collection::vec(stripe_command(), 0..120),
+    ) {
+        let depth = Depth::new(0).unwrap();
+        let mut max = initial;
+        // As migrations/0010 lays out a depth that holds nothing.
+        let stripes = STRIPES as i64;
+        let capacity = std::array::from_fn(|n| initial / stripes + i64::from((n as i64) < initial % stripes));
+        let rows = Layout { capacity, allocated: [0; STRIPES] };
+        let mut striped = StripedDepth { laid_out_for: initial, rows };
+        let mut holders: Vec<(usize, i64)> = Vec::new();
+        let mut total = 0;
+        for command in &commands {
+            match command {
+                StripeCommand::Allocate { stripe, count } => {
+                    let count = WorkerCount::new(*count).unwrap();
+                    let expected = grant(depth, count, max, total);
+                    let outcome = striped.allocate(max, *stripe, count);
+                    prop_assert_eq!(&outcome, &expected, "{:?}", command);
+                    if let Ok(granted) = outcome {
+                        total += granted;
+                        holders.push((*stripe, granted));
+                    }
+                }
+                StripeCommand::Release { holder } if !holders.is_empty() => {
+                    // `store::allocations::release`: the holder's stripe alone.
+                    let (stripe, workers) = holders.swap_remove(holder.index(holders.len()));
+                    striped.rows.allocated[stripe] -= workers;
+                    total -= workers;
+                }
+                StripeCommand::Release { .. } => {}
+                StripeCommand::Configure { max: next } => max = *next,
+            }
+            striped.check();
+            prop_assert_eq!(striped.rows.allocated.iter().sum::<i64>(), total);
+        }
+    }
+
+    /// A step over the whole depth keeps what every stripe holds, adds the grant to the job's own,
+    /// and spreads exactly what is left free, evenly.
+    #[test]
+    fn a_grant_across_the_depth_spreads_what_is_left_evenly(
+        max in 0i64..=1_000_000_000,
+        allocated in proptest::array::uniform16(0i64..=1_000_000),
+        count in 1i64..=10,
+        home in 0..STRIPES,
+    ) {
+        let depth = Depth::new(3).unwrap();
+        let count = WorkerCount::new(count).unwrap();
+        let held: i64 = allocated.iter().sum();
+        let outcome = grant_across(depth, count, max, allocated, home);
+        prop_assert_eq!(outcome.clone().map(|(granted, _)| granted), grant(depth, count, max, held));
+        let Ok((granted, layout)) = outcome else { return Ok(()) };
+        let mut expected = allocated;
+        expected[home] += granted;
+        prop_assert_eq!(layout.allocated, expected);
+        prop_assert_eq!(layout.capacity.iter().sum::<i64>(), max);
+        let free: Vec<i64> = layout.capacity.iter().zip(&expected).map(|(c, a)| c - a).collect();
+        let (least, most) = (free.iter().min().unwrap(), free.iter().max().unwrap());
+        prop_assert!(*least >= 0 && most - least <= 1, "uneven {:?}", free);
+    }
+
+    /// A job's stripe outside the depth's rows is a bug reported as such, never a panic.
+    #[test]
+    fn a_stripe_outside_the_depth_is_an_internal_error(home in STRIPES..1000) {
+        let outcome = grant_across(Depth::new(0).unwrap(), WorkerCount::new(1).unwrap(), 10, [0; STRIPES], home);
+        prop_assert!(matches!(outcome, Err(ApiError::Internal(_))));
     }
 }
 
