@@ -96,6 +96,12 @@ SELECT workspace_id, status, depth, job_counts_stripe(id), count(*) FROM jobs GR
 -- design); since 0007 seq is stamped as max + 1 and pos has taken its numbers from its default.
 SELECT setval(oid::regclass, (SELECT max(seq) FROM events)) FROM pg_class WHERE relname = 'events_seq_seq';
 UPDATE quotas SET max_workers = 1000000000;
+-- Since migration 0010 the limit is spread over each depth's 16 stripes, evenly, as a grant that holds them all
+-- lays it out; every seeded allocation is released, so the stripes hold nothing.
+SELECT to_regclass('quota_stripes') IS NOT NULL AS striped \gset
+\if :striped
+UPDATE quota_stripes SET capacity = 1000000000 / 16, allocated = 0;
+\endif
 COMMIT;
 
 VACUUM ANALYZE;

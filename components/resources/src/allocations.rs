@@ -9,7 +9,7 @@ use orchestrator_core::auth::Scope;
 use orchestrator_core::events::NewEvent;
 use orchestrator_core::ids::{AllocationId, JobId};
 use orchestrator_core::job::plan_allocation;
-use orchestrator_core::quota::{Grant, Release, grant};
+use orchestrator_core::quota::{Grant, Release, grant_across};
 use orchestrator_core::requests::{AllocateWorkers, ReleaseWorkers};
 use orchestrator_core::validation::Depth;
 use orchestrator_edge::store::{allocations, jobs, quotas};
@@ -24,20 +24,33 @@ pub async fn allocate(request: &Request, context: &Context) -> Result<Reply, Api
     let if_match = request.header("if-match");
     write(context, request, async |tx| {
         // Never over-grant, however many requests race on however many instances: the decision is
-        // made under two row locks held until commit. First the job (so its state, depth and holdings
+        // made under row locks held until commit. First the job (so its state, depth and holdings
         // cannot change underneath, and concurrent allocations for one job queue here), then the
-        // depth's quota row: every grant and release at this depth holds it, so `allocated` read
-        // below is exact until this transaction commits. Jobs before quota rows is the order every
-        // writer follows (cancel, complete, fail, release), so none of them can deadlock with this.
+        // depth's quota: the job's own stripe when it can cover the whole request (exact, and only
+        // allocations hashed to that stripe wait for it), else every stripe of the depth, in order,
+        // so the depth's total is exact until commit. Jobs before stripes is the order every writer
+        // follows (cancel, complete, fail, release), so none of them can deadlock with this.
         let job = jobs::lock_for_change(&tx.db, &body.job_id, &context.caller, if_match.as_deref())
             .await?;
         let start = plan_allocation(&job.id, job.depth, job.status, body.depth, &tx.actor)?;
-        let allocated = quotas::lock(&tx.db, &[body.depth])
-            .await?
-            .first()
-            .copied()
-            .ok_or_else(|| ApiError::Internal(format!("no quota row at depth {}", body.depth)))?;
-        let granted = grant(body.depth, body.worker_count, max_workers, allocated)?;
+        let requested = body.worker_count.get();
+        let granted =
+            if quotas::take_from_own_stripe(&tx.db, &job.id, body.depth, max_workers, requested)
+                .await?
+            {
+                requested
+            } else {
+                let depth = quotas::lock_depth(&tx.db, &job.id, body.depth).await?;
+                let (granted, layout) = grant_across(
+                    body.depth,
+                    body.worker_count,
+                    max_workers,
+                    depth.allocated,
+                    depth.home,
+                )?;
+                tx.defer(quotas::Relayout::new(body.depth, max_workers, layout));
+                granted
+            };
         let grant = Grant {
             job_id: job.id.clone(),
             depth: body.depth,
@@ -49,7 +62,7 @@ pub async fn allocate(request: &Request, context: &Context) -> Result<Reply, Api
             &grant.allocation_id,
             &job.id,
             &job.workspace_id,
-            (body.depth, max_workers),
+            body.depth,
             granted,
         ));
         if let Some(start) = start {
@@ -74,7 +87,7 @@ pub async fn release(request: &Request, context: &Context) -> Result<Reply, ApiE
     let body: ReleaseWorkers = request.json()?;
     let if_match = request.header("if-match");
     write(context, request, async |tx| {
-        // Same lock order as allocating: the job, then (inside `allocations::release`) the quota row.
+        // Same lock order as allocating: the job, then (inside `allocations::release`) its stripe.
         let job = jobs::lock_for_change(&tx.db, &body.job_id, &context.caller, if_match.as_deref())
             .await?;
         let holding: Vec<(JobId, Depth)> = (job.depth == body.depth && job.allocated_workers > 0)

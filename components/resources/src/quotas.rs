@@ -16,17 +16,18 @@ pub async fn configured() -> Result<Quotas, ApiError> {
     }
 }
 
-/// Every depth's limit and allocation, with the table brought in line with the configuration first.
-async fn synced_usage(context: &Context) -> Result<Vec<Usage>, ApiError> {
+/// Every depth's limit and allocation.
+async fn usage_now(context: &Context) -> Result<Vec<Usage>, ApiError> {
     context.caller.require(Scope::ResourcesRead)?;
     let quotas = configured().await?;
     let db = context.db().await?;
-    quotas::sync(&db, &quotas).await
+    quotas::usage(&db, &quotas).await
 }
 
-/// `GET /api/resources/quotas`
+/// `GET /api/resources/quotas`: the configured limits, read with the stored rows as the usage is,
+/// so that it answers 503 without the database as its documentation says.
 pub async fn list(context: &Context) -> Result<Reply, ApiError> {
-    let quotas: Vec<Quota> = synced_usage(context)
+    let quotas: Vec<Quota> = usage_now(context)
         .await?
         .into_iter()
         .map(|usage| Quota {
@@ -39,5 +40,5 @@ pub async fn list(context: &Context) -> Result<Reply, ApiError> {
 
 /// `GET /api/resources/usage`
 pub async fn usage(context: &Context) -> Result<Reply, ApiError> {
-    Reply::ok(&json!({ "usage": synced_usage(context).await? }))
+    Reply::ok(&json!({ "usage": usage_now(context).await? }))
 }

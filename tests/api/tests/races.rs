@@ -218,7 +218,7 @@ async fn two_hundred_racing_allocations_never_over_grant() {
     .json();
     assert_eq!(usage["usage"][0]["allocated"], granted, "{usage}");
     assert_eq!(usage["usage"][0]["available"], 0, "{usage}");
-    let quota = query_int(&app, "SELECT allocated::int8 FROM quotas WHERE depth = 0").await;
+    let quota = query_int(&app, "SELECT allocated FROM quota_usage WHERE depth = 0").await;
     let ledger = query_int(
         &app,
         "SELECT coalesce(sum(workers), 0)::int8 FROM allocations WHERE released_at IS NULL",
@@ -508,15 +508,15 @@ async fn cancels_racing_allocations_leave_nothing_on_terminal_jobs() {
     )
     .await;
     assert_eq!(holding_terminal, 0);
-    let mismatched_depths = query_int(
+    let mismatched_stripes = query_int(
         &app,
-        "SELECT count(*) FROM quotas q WHERE q.allocated <> (SELECT coalesce(sum(workers), 0) \
-         FROM allocations a WHERE a.depth = q.depth AND a.released_at IS NULL)",
+        "SELECT count(*) FROM quota_stripes s WHERE s.allocated <> (SELECT coalesce(sum(workers), 0) \
+         FROM allocations a WHERE (a.depth, a.stripe) = (s.depth, s.stripe) AND a.released_at IS NULL)",
     )
     .await;
     assert_eq!(
-        mismatched_depths, 0,
-        "quotas.allocated equals the open allocations"
+        mismatched_stripes, 0,
+        "each quota stripe's allocated equals its open allocations"
     );
     let mismatched_jobs = query_int(
         &app,
@@ -527,7 +527,7 @@ async fn cancels_racing_allocations_leave_nothing_on_terminal_jobs() {
     assert_eq!(mismatched_jobs, 0, "each job holds its open allocations");
     let over = query_int(
         &app,
-        "SELECT count(*) FROM quotas WHERE allocated > max_workers",
+        "SELECT count(*) FROM quota_usage WHERE allocated > max_workers",
     )
     .await;
     assert_eq!(over, 0);

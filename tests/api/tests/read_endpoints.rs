@@ -168,19 +168,25 @@ async fn quotas_follow_the_depth_quotas_variable() {
     let app = spawn_app_with(|o| o.variable("depth_quotas", "4,4,3,2,1,0")).await;
     let body = app.get_ok("/api/resources/quotas", &reader).await;
     assert_eq!(numbers(&body["quotas"], "max_workers"), [4, 4, 3, 2, 1, 0]);
-    // The database follows the configuration, so allocations are checked against it.
-    let stored: Vec<i32> = app
+    // Allocations are checked against the configuration, and the first grant at a depth lays its
+    // stored rows out for it.
+    let root = app.submit_at(0, None).await;
+    assert_eq!(app.granted(&root, 0, 10).await, 4);
+    let stored: Vec<(i16, i32, i64)> = app
         .db
         .client()
         .await
         .unwrap()
-        .query("SELECT max_workers FROM quotas ORDER BY depth", &[])
+        .query(
+            "SELECT depth, max_workers, allocated FROM quota_usage ORDER BY depth",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
-        .map(|row| row.get(0))
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect();
-    assert_eq!(stored, [4, 4, 3, 2, 1, 0]);
+    assert_eq!(stored[0], (0, 4, 4));
 }
 
 #[tokio::test]

@@ -3,11 +3,12 @@
 
 use api_tests::{
     OTHER_WORKSPACE, TestApp, all_scopes, assert_error, assert_generated_id, assert_invalid_field,
-    assert_not_found, member, numbers, parts, spawn_app, spawn_app_with, token,
+    assert_not_found, member, numbers, parts, spawn_app, spawn_app_on, spawn_app_with, token,
 };
 use orchestrator_core::auth::Scope;
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 async fn release(app: &TestApp, job: &str, depth: i64) -> Value {
     let body = json!({"job_id": job, "depth": depth});
@@ -471,4 +472,156 @@ async fn racing_allocations_never_over_grant() {
     }
     assert_eq!(held, 10);
     assert_eq!(app.events_of(&["resources.allocated"]).await.len(), grants);
+}
+
+/// Migration 0010: a depth's quota is spread over stripes laid out for the configured limit, and a
+/// grant its job's stripe can cover takes from that stripe alone. An instance configured for a
+/// lower limit must not grant from rows laid out for a higher one, though every stripe has room:
+/// its first grant decides over the whole depth, under its own limit, and lays the rows out for
+/// it; the other instance's next grant does the same for its own.
+#[tokio::test]
+async fn a_changed_limit_acts_on_the_next_grant_whatever_the_rows_were_laid_out_for() {
+    let wide = spawn_app_with(|o| o.variable("depth_quotas", "1000,8,5,3,2,1")).await;
+    let narrow = spawn_app_on(&wide.db, |o| o.variable("depth_quotas", "12,8,5,3,2,1")).await;
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        let job = wide.submit_at(0, None).await;
+        assert_eq!(wide.granted(&job, 0, 5).await, 5);
+        jobs.push(job);
+    }
+    let laid_out_for = "SELECT max_workers::int8 FROM quota_usage WHERE depth = 0";
+    assert_eq!(wide.select_int(laid_out_for).await, 1000);
+
+    // 20 of the narrow instance's 12 are held: nothing for it.
+    let late = narrow.submit_at(0, None).await;
+    let refused = assert_error(narrow.allocate(&late, 0, 1).await, 409, "QUOTA_EXCEEDED").await;
+    assert_eq!(refused["error"]["details"]["available"], 0);
+    release(&narrow, &jobs[0], 0).await;
+    assert_error(narrow.allocate(&late, 0, 1).await, 409, "QUOTA_EXCEEDED").await;
+    assert_eq!(
+        wide.select_int(laid_out_for).await,
+        1000,
+        "a refusal changes nothing"
+    );
+
+    // With 10 held, the narrow instance grants 2 of 5 and lays the rows out for 12.
+    release(&narrow, &jobs[1], 0).await;
+    assert_eq!(narrow.granted(&late, 0, 5).await, 2);
+    assert_eq!(narrow.select_int(laid_out_for).await, 12);
+    assert_eq!(narrow.allocated().await[0], 12);
+    // The wide instance grants on, from rows laid out for its limit again.
+    let more = wide.submit_at(0, None).await;
+    assert_eq!(wide.granted(&more, 0, 10).await, 10);
+    assert_eq!(wide.select_int(laid_out_for).await, 1000);
+    assert_eq!(wide.allocated().await[0], 22);
+}
+
+/// Allocations at one depth for jobs in different stripes do not wait for each other: with one
+/// job's stripe locked (as a grant in flight holds it), a grant to a job in another stripe
+/// commits, and the locked job's own grant waits for its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_at_one_depth_in_different_stripes_commit_in_parallel() {
+    let app = spawn_app_with(|o| o.variable("depth_quotas", "1000,8,5,3,2,1")).await;
+    let stripe_of = async |job: &str| {
+        app.select_int(&format!("SELECT quota_stripe('{job}')::int8"))
+            .await
+    };
+    let held = app.submit_at(0, None).await;
+    let held_stripe = stripe_of(&held).await;
+    let mut other = app.submit_at(0, None).await;
+    while stripe_of(&other).await == held_stripe {
+        other = app.submit_at(0, None).await;
+    }
+    // The first grant lays the rows out for this limit, which the fast path then follows.
+    let first = app.submit_at(0, None).await;
+    assert_eq!(app.granted(&first, 0, 1).await, 1);
+
+    let mut locker = app.db.client().await.unwrap();
+    let in_flight = locker.transaction().await.unwrap();
+    in_flight
+        .execute(
+            "SELECT 1 FROM quota_stripes WHERE depth = 0 AND stripe = quota_stripe($1) FOR UPDATE",
+            &[&held],
+        )
+        .await
+        .unwrap();
+    let body = json!({"job_id": held, "depth": 0, "worker_count": 3});
+    let waiting = app
+        .request(Method::POST, "/api/resources/allocate", Some(&member()))
+        .json(&body)
+        .send();
+    let waiting = tokio::spawn(async move { parts(waiting.await.unwrap()).await });
+    app.until_requests_wait_for_a_lock(1).await;
+    let parallel = tokio::time::timeout(Duration::from_secs(10), app.granted(&other, 0, 3)).await;
+    assert_eq!(parallel.ok(), Some(3), "a grant in another stripe waited");
+    assert!(
+        !waiting.is_finished(),
+        "a grant in the locked stripe went past it"
+    );
+    in_flight.rollback().await.unwrap();
+    let (status, grant) = waiting.await.unwrap();
+    assert_eq!((status, &grant["granted"]), (201, &json!(3)), "{grant}");
+    assert_eq!(app.allocated().await[0], 7);
+}
+
+/// A grant that waited for its stripe while another transaction changed it, and then found no room
+/// there, must not keep that row locked: it goes on to lock every stripe of the depth in order, and
+/// holding one out of order it would deadlock with a grant already doing so (migrations/0010,
+/// `quota_take`). Here the test's transaction takes stripe `h`'s room away while A (in `h`) waits
+/// for it and B (asking for more than its own stripe has) holds the stripes below `h` and waits for
+/// it too; both must be granted once it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_that_found_no_room_after_waiting_holds_no_stripe() {
+    let app = spawn_app_with(|o| o.variable("depth_quotas", "32,8,5,3,2,1")).await;
+    let stripe_of = async |job: &str| {
+        app.select_int(&format!("SELECT quota_stripe('{job}')::int8"))
+            .await
+    };
+    // Lays the rows out for 32: two workers in every stripe.
+    let first = app.submit_at(0, None).await;
+    assert_eq!(app.granted(&first, 0, 1).await, 1);
+    let mut a = app.submit_at(0, None).await;
+    let mut h = stripe_of(&a).await;
+    while !(1..=13).contains(&h) {
+        a = app.submit_at(0, None).await;
+        h = stripe_of(&a).await;
+    }
+    let mut b = app.submit_at(0, None).await;
+    while stripe_of(&b).await == h {
+        b = app.submit_at(0, None).await;
+    }
+    let j = stripe_of(&b).await;
+    let k = (h + 1..16).find(|&k| k != j).unwrap();
+
+    let mut mover = app.db.client().await.unwrap();
+    let moving = mover.transaction().await.unwrap();
+    moving
+        .execute(
+            "UPDATE quota_stripes SET capacity = CASE stripe WHEN $1 THEN allocated \
+                 ELSE capacity + (SELECT capacity - allocated FROM quota_stripes \
+                                  WHERE depth = 0 AND stripe = $1) END \
+             WHERE depth = 0 AND stripe IN ($1, $2)",
+            &[&(h as i16), &(k as i16)],
+        )
+        .await
+        .unwrap();
+    let send = |job: &str, workers: i64| {
+        let body = json!({"job_id": job, "depth": 0, "worker_count": workers});
+        let request = app
+            .request(Method::POST, "/api/resources/allocate", Some(&member()))
+            .json(&body)
+            .send();
+        tokio::spawn(async move { parts(request.await.unwrap()).await })
+    };
+    let waiting_a = send(&a, 1);
+    app.until_requests_wait_for_a_lock(1).await;
+    let waiting_b = send(&b, 10);
+    app.until_requests_wait_for_a_lock(2).await;
+    moving.commit().await.unwrap();
+
+    let (status, grant) = waiting_b.await.unwrap();
+    assert_eq!((status, &grant["granted"]), (201, &json!(10)), "B: {grant}");
+    let (status, grant) = waiting_a.await.unwrap();
+    assert_eq!((status, &grant["granted"]), (201, &json!(1)), "A: {grant}");
+    assert_eq!(app.allocated().await[0], 12);
 }

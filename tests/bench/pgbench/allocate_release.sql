@@ -30,15 +30,14 @@ FROM jobs WHERE id = 'alloc-' || :pool_run || '-' || :k FOR UPDATE \gset
 \set status 200
 \set body_bytes 200
 \if :phase = 0
-SELECT allocated::int8 FROM quotas WHERE depth = ANY(ARRAY[:depth]::int8[]) ORDER BY depth FOR UPDATE;
+-- The seeded quotas are so large that the job's own stripe always has room (store::quotas::take_from_own_stripe).
+SELECT quota_take(:id, :depth, 1000000000, 1);
 \set status 201
--- The grant is deferred to the statement that ends the transaction (store::allocations::Grant).
+-- The ledger row and the holdings are deferred to the statement that ends the transaction
+-- (store::allocations::Grant).
 WITH ledger AS (
     INSERT INTO allocations (id, job_id, workspace_id, depth, workers)
     VALUES ('pa-' || :keys || '-' || :client_id || '-' || :sent, :id, :workspace_id, :depth::int8, 1::int8)),
-quota AS (
-    UPDATE quotas SET allocated = allocated + 1::int8, max_workers = GREATEST(1000000000::int8, allocated + 1::int8)
-    WHERE depth = :depth::int8),
 holdings AS (
     UPDATE jobs SET allocated_workers = allocated_workers + 1::int8, status = 'RUNNING',
         started_at = coalesce(started_at, clock_timestamp()), version = version + 1, updated_at = clock_timestamp()
@@ -47,15 +46,15 @@ holdings AS (
 \include write/settle_result
 \include write/publish
 \elif :held > 0
-SELECT allocated::int8 FROM quotas WHERE depth = ANY(ARRAY[:depth]::int8[]) ORDER BY depth FOR UPDATE;
+-- One holder: its allocations are all in its stripe, which the statement locks (store::allocations::release).
 WITH closed AS (
     UPDATE allocations SET released_at = clock_timestamp()
     WHERE job_id = ANY(ARRAY[:id]) AND released_at IS NULL
-    RETURNING job_id, depth, workers),
+    RETURNING job_id, depth, stripe, workers),
 given_back AS (
-    UPDATE quotas q SET allocated = q.allocated - freed.workers
-    FROM (SELECT depth, sum(workers) AS workers FROM closed GROUP BY depth) freed
-    WHERE q.depth = freed.depth)
+    UPDATE quota_stripes s SET allocated = s.allocated - freed.workers
+    FROM (SELECT depth, stripe, sum(workers) AS workers FROM closed GROUP BY depth, stripe) freed
+    WHERE s.depth = freed.depth AND s.stripe = freed.stripe)
 SELECT job_id, depth::int8, sum(workers)::int8 FROM closed GROUP BY job_id, depth ORDER BY job_id;
 -- The job's holdings are deferred to the statement that ends the transaction (store::jobs::RemoveWorkers).
 WITH holdings AS (
