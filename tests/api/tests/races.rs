@@ -203,7 +203,7 @@ async fn two_hundred_racing_allocations_never_over_grant() {
     );
     assert_eq!(granted, 10, "the whole quota and not one worker more");
 
-    // Usage, the quota row, the ledger and the jobs agree with the grants.
+    // Usage, the quota stripes, the ledger and the jobs agree with the grants.
     let usage = send(
         &app,
         Call {

@@ -9,6 +9,7 @@ use orchestrator_core::auth::Scope;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 async fn release(app: &TestApp, job: &str, depth: i64) -> Value {
     let body = json!({"job_id": job, "depth": depth});
@@ -474,6 +475,29 @@ async fn racing_allocations_never_over_grant() {
     assert_eq!(app.events_of(&["resources.allocated"]).await.len(), grants);
 }
 
+/// Submits depth-0 jobs until one's quota stripe is `wanted`; returns it and its stripe.
+async fn job_in_stripe(app: &TestApp, wanted: impl Fn(i64) -> bool) -> (String, i64) {
+    loop {
+        let job = app.submit_at(0, None).await;
+        let stripe = app
+            .select_int(&format!("SELECT quota_stripe('{job}')::int8"))
+            .await;
+        if wanted(stripe) {
+            return (job, stripe);
+        }
+    }
+}
+
+/// Sends an allocation at depth 0 that the test lets wait for a lock; its status and body.
+fn allocate_in_background(app: &TestApp, job: &str, workers: i64) -> JoinHandle<(u16, Value)> {
+    let body = json!({"job_id": job, "depth": 0, "worker_count": workers});
+    let request = app
+        .request(Method::POST, "/api/resources/allocate", Some(&member()))
+        .json(&body)
+        .send();
+    tokio::spawn(async move { parts(request.await.unwrap()).await })
+}
+
 /// Migration 0010: a depth's quota is spread over stripes laid out for the configured limit, and a
 /// grant its job's stripe can cover takes from that stripe alone. An instance configured for a
 /// lower limit must not grant from rows laid out for a higher one, though every stripe has room:
@@ -522,16 +546,8 @@ async fn a_changed_limit_acts_on_the_next_grant_whatever_the_rows_were_laid_out_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_at_one_depth_in_different_stripes_commit_in_parallel() {
     let app = spawn_app_with(|o| o.variable("depth_quotas", "1000,8,5,3,2,1")).await;
-    let stripe_of = async |job: &str| {
-        app.select_int(&format!("SELECT quota_stripe('{job}')::int8"))
-            .await
-    };
-    let held = app.submit_at(0, None).await;
-    let held_stripe = stripe_of(&held).await;
-    let mut other = app.submit_at(0, None).await;
-    while stripe_of(&other).await == held_stripe {
-        other = app.submit_at(0, None).await;
-    }
+    let (held, held_stripe) = job_in_stripe(&app, |_| true).await;
+    let (other, _) = job_in_stripe(&app, |stripe| stripe != held_stripe).await;
     // The first grant lays the rows out for this limit, which the fast path then follows.
     let first = app.submit_at(0, None).await;
     assert_eq!(app.granted(&first, 0, 1).await, 1);
@@ -545,12 +561,7 @@ async fn grants_at_one_depth_in_different_stripes_commit_in_parallel() {
         )
         .await
         .unwrap();
-    let body = json!({"job_id": held, "depth": 0, "worker_count": 3});
-    let waiting = app
-        .request(Method::POST, "/api/resources/allocate", Some(&member()))
-        .json(&body)
-        .send();
-    let waiting = tokio::spawn(async move { parts(waiting.await.unwrap()).await });
+    let waiting = allocate_in_background(&app, &held, 3);
     app.until_requests_wait_for_a_lock(1).await;
     let parallel = tokio::time::timeout(Duration::from_secs(10), app.granted(&other, 0, 3)).await;
     assert_eq!(parallel.ok(), Some(3), "a grant in another stripe waited");
@@ -573,24 +584,11 @@ async fn grants_at_one_depth_in_different_stripes_commit_in_parallel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_that_found_no_room_after_waiting_holds_no_stripe() {
     let app = spawn_app_with(|o| o.variable("depth_quotas", "32,8,5,3,2,1")).await;
-    let stripe_of = async |job: &str| {
-        app.select_int(&format!("SELECT quota_stripe('{job}')::int8"))
-            .await
-    };
     // Lays the rows out for 32: two workers in every stripe.
     let first = app.submit_at(0, None).await;
     assert_eq!(app.granted(&first, 0, 1).await, 1);
-    let mut a = app.submit_at(0, None).await;
-    let mut h = stripe_of(&a).await;
-    while !(1..=13).contains(&h) {
-        a = app.submit_at(0, None).await;
-        h = stripe_of(&a).await;
-    }
-    let mut b = app.submit_at(0, None).await;
-    while stripe_of(&b).await == h {
-        b = app.submit_at(0, None).await;
-    }
-    let j = stripe_of(&b).await;
+    let (a, h) = job_in_stripe(&app, |stripe| (1..=13).contains(&stripe)).await;
+    let (b, j) = job_in_stripe(&app, |stripe| stripe != h).await;
     let k = (h + 1..16).find(|&k| k != j).unwrap();
 
     let mut mover = app.db.client().await.unwrap();
@@ -605,17 +603,9 @@ async fn a_grant_that_found_no_room_after_waiting_holds_no_stripe() {
         )
         .await
         .unwrap();
-    let send = |job: &str, workers: i64| {
-        let body = json!({"job_id": job, "depth": 0, "worker_count": workers});
-        let request = app
-            .request(Method::POST, "/api/resources/allocate", Some(&member()))
-            .json(&body)
-            .send();
-        tokio::spawn(async move { parts(request.await.unwrap()).await })
-    };
-    let waiting_a = send(&a, 1);
+    let waiting_a = allocate_in_background(&app, &a, 1);
     app.until_requests_wait_for_a_lock(1).await;
-    let waiting_b = send(&b, 10);
+    let waiting_b = allocate_in_background(&app, &b, 10);
     app.until_requests_wait_for_a_lock(2).await;
     moving.commit().await.unwrap();
 
