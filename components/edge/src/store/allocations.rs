@@ -79,10 +79,7 @@ pub async fn release(db: &Db, holders: &[(JobId, Depth)]) -> Result<Vec<Release>
         [_] => {}
         _ => quotas::lock_stripes_of(db, holders).await?,
     }
-    let jobs: Vec<Option<String>> = holders
-        .iter()
-        .map(|(job, _)| Some(job.as_str().to_owned()))
-        .collect();
+    let jobs = quotas::holder_jobs(holders);
     let rows = db
         .rows(
             "WITH closed AS ( \

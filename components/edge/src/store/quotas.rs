@@ -96,10 +96,7 @@ pub async fn lock_depth(db: &Db, job: &JobId, depth: Depth) -> Result<LockedDept
 /// one statement gives back what they hold ([`super::allocations::release`]): that statement alone
 /// would lock them in whatever order its plan meets them, and two of them could deadlock.
 pub async fn lock_stripes_of(db: &Db, holders: &[(JobId, Depth)]) -> Result<(), ApiError> {
-    let jobs: Vec<Option<String>> = holders
-        .iter()
-        .map(|(job, _)| Some(job.as_str().to_owned()))
-        .collect();
+    let jobs = holder_jobs(holders);
     let depths: Vec<Option<i64>> = holders.iter().map(|(_, depth)| Some(depth.get())).collect();
     db.rows(
         "SELECT 1 FROM quota_stripes WHERE (depth, stripe) IN \
@@ -109,6 +106,14 @@ pub async fn lock_stripes_of(db: &Db, holders: &[(JobId, Depth)]) -> Result<(), 
     )
     .await
     .map(drop)
+}
+
+/// The jobs of `holders`, as a `text[]` parameter.
+pub(super) fn holder_jobs(holders: &[(JobId, Depth)]) -> Vec<Option<String>> {
+    holders
+        .iter()
+        .map(|(job, _)| Some(job.as_str().to_owned()))
+        .collect()
 }
 
 /// A depth laid out anew for `max_workers` by a step that holds all its stripes: written by the
