@@ -3,7 +3,7 @@
 //! instances of the service on one database and one channel, misses no committed event and sees
 //! none twice; a subscriber on the channel gets every event, each subject's in `seq` order.
 
-use api_tests::{TestApp, spawn_app, spawn_app_on, supervisor_writer, token};
+use api_tests::{TestApp, WORKSPACE, spawn_app, spawn_app_on, supervisor_writer, token};
 use orchestrator_core::auth::Scope;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -144,4 +144,51 @@ async fn a_catch_up_reader_racing_writers_on_three_instances_misses_nothing() {
         moves >= WRITERS * 3,
         "the writers raced: only {moves} moves"
     );
+}
+
+/// Writers that find the stamping lock held wait for its holder together, on a shared lock they
+/// give back at once, rather than queueing to take it one after another (migration 0011); when
+/// the holder has stamped, they find their events stamped and go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_waiting_to_stamp_wait_together_and_find_their_events_stamped() {
+    const WAITING: i64 = 3;
+    let app = spawn_app().await;
+    let mut holder = app.db.client().await.unwrap();
+    let stamping = holder.transaction().await.unwrap();
+    stamping
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('orchestrator:events.seq', 0))",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let workers: Vec<String> = (0..WAITING).map(|n| format!("w_waiting_{n}")).collect();
+    let registering = futures_util::future::join_all(
+        workers
+            .iter()
+            .map(|worker| app.register_worker(worker, WORKSPACE)),
+    );
+    let holding = async {
+        app.until_requests_wait_for_a_lock(WAITING).await;
+        let waiting_shared = "SELECT count(*) FROM pg_locks \
+             WHERE locktype = 'advisory' AND NOT granted AND mode = 'ShareLock' \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+        assert_eq!(app.select_int(waiting_shared).await, WAITING);
+        stamping
+            .execute(
+                "SELECT events_stamp(ARRAY(SELECT pos FROM events WHERE seq IS NULL))",
+                &[],
+            )
+            .await
+            .unwrap();
+        stamping.commit().await.unwrap();
+    };
+    futures_util::join!(registering, holding);
+
+    let unstamped = app
+        .select_int("SELECT count(*) FROM events WHERE seq IS NULL")
+        .await;
+    assert_eq!(unstamped, 0);
+    assert_eq!(app.events().await.len(), WAITING as usize);
 }
