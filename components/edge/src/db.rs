@@ -267,8 +267,10 @@ fn query_error(e: pg::Error) -> ApiError {
     }
 }
 
-/// Lost or refused connections are 503 (the client may retry); a statement
-/// the database rejects is a bug in this code, so 500.
+/// Lost or refused connections, and transactions Postgres rolled back to
+/// break a deadlock or a serialization conflict, are 503 (nothing was
+/// written; the client may retry); a statement the database rejects is a bug
+/// in this code, so 500.
 fn map_error(e: PgError) -> ApiError {
     match &e {
         PgError::ConnectionFailed(_) => ApiError::Unavailable(format!("{e:?}")),
@@ -280,9 +282,11 @@ fn map_error(e: PgError) -> ApiError {
     }
 }
 
-/// SQLSTATE classes for a server that is going away or out of resources.
+/// SQLSTATE classes for a lost connection (08), a transaction rolled back
+/// for a conflict with others (40), a server out of resources (53) or going
+/// away (57).
 fn is_unavailable(code: &str) -> bool {
-    ["08", "53", "57"]
+    ["08", "40", "53", "57"]
         .iter()
         .any(|class| code.starts_with(class))
 }

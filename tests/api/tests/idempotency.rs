@@ -446,3 +446,57 @@ async fn a_key_or_precondition_with_bytes_outside_ascii_is_refused_not_ignored()
     let version = "SELECT version FROM workers WHERE id = 'w_1'";
     assert_eq!(app.select_int(version).await, 1);
 }
+
+/// A write that Postgres picks as a deadlock's victim was rolled back whole: it is the contract's
+/// 503 (nothing half-written, the client may retry), not a 500, and a retry with its key makes the
+/// change once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_rolled_back_to_break_a_deadlock_is_a_503_its_retry_completes() {
+    let app = spawn_app().await;
+    app.register_worker("w_deadlock", WORKSPACE).await;
+    app.move_worker("w_deadlock", "start", None).await;
+    let path = "/api/supervisor/workers/w_deadlock/pause";
+    let body = json!({"reason": "deadlock"});
+    let key = format!("deadlock-{}", unique());
+
+    // The test holds the RUNNING counter the pause will decrement, so the pause waits for it
+    // holding the worker's row; then the test asks for that row. The pause waited first, so its
+    // deadlock check runs first and it is the one rolled back.
+    let mut holder = app.db.client().await.unwrap();
+    let lock = holder.transaction().await.unwrap();
+    lock.execute(
+        "SELECT 1 FROM worker_counts WHERE workspace_id = $1 AND status = 'RUNNING' \
+             AND stripe = worker_counts_stripe('w_deadlock') FOR UPDATE",
+        &[&WORKSPACE],
+    )
+    .await
+    .unwrap();
+    let pause = app
+        .request(Method::POST, path, Some(&supervisor_writer(None)))
+        .header("Idempotency-Key", &key)
+        .json(&body);
+    let pause = tokio::spawn(async move { pause.send().await.unwrap() });
+    until_a_request_waits_for_a_lock(&app).await;
+    lock.execute(
+        "SELECT 1 FROM workers WHERE id = 'w_deadlock' FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    lock.rollback().await.unwrap();
+
+    let refused = pause.await.unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    let refused = Answer::read(refused).await;
+    assert_error_answer(&refused, 503, "UNAVAILABLE");
+    let moves = "SELECT count(*) FROM worker_transitions WHERE to_state = 'PAUSED'";
+    assert_eq!(app.select_int(moves).await, 0, "nothing half-written");
+
+    let retried = keyed(&app, path, &key, &body).await;
+    assert_eq!(
+        (retried.status, retried.replayed()),
+        (200, false),
+        "{retried:?}"
+    );
+    assert_eq!(app.select_int(moves).await, 1);
+}
