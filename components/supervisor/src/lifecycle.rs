@@ -8,7 +8,7 @@ use orchestrator_core::lifecycle::plan_transition;
 use orchestrator_core::requests::{NoFields, WithReason};
 use orchestrator_core::version::check_if_match;
 use orchestrator_core::worker::WorkerAction;
-use orchestrator_edge::store::workers::{self, Worker};
+use orchestrator_edge::store::workers::{self, Locked};
 use orchestrator_edge::{Context, Reply, Request, Tx, write};
 
 use crate::workers::reply;
@@ -27,9 +27,16 @@ pub async fn act(
     let body: WithReason = request.json()?;
     let reason = action.reason(body.reason)?;
     write(context, request, async |tx| {
-        let worker = lock_for_change(tx, &id, request, context).await?;
-        let transition = plan_transition(&id, worker.status, action.target(), reason, &tx.actor)?;
-        let moved = workers::set_status(&tx.db, &id, transition.to).await?;
+        let locked = lock_for_change(tx, &id, request, context).await?;
+        let transition = plan_transition(
+            &id,
+            locked.worker.status,
+            action.target(),
+            reason,
+            &tx.actor,
+        )?;
+        let (moved, change) = locked.moved(transition.to);
+        tx.defer(change);
         tx.audit(std::slice::from_ref(&transition));
         tx.emit(NewEvent::state_changed(&transition, &moved.workspace_id));
         reply(200, &moved)
@@ -51,8 +58,8 @@ pub async fn heartbeat(id: &str, request: &Request, context: &Context) -> Result
     let id = WorkerId::from_path(id)?;
     let NoFields {} = request.json()?;
     write(context, request, async |tx| {
-        lock_for_change(tx, &id, request, context).await?;
-        let worker = workers::record_heartbeat(&tx.db, &id).await?;
+        let (worker, change) = lock_for_change(tx, &id, request, context).await?.beat();
+        tx.defer(change);
         reply(200, &worker)
     })
     .await
@@ -66,11 +73,13 @@ async fn lock_for_change(
     id: &WorkerId,
     request: &Request,
     context: &Context,
-) -> Result<Worker, ApiError> {
-    let worker = workers::lock(&tx.db, id)
+) -> Result<Locked, ApiError> {
+    let locked = workers::lock(&tx.db, id)
         .await?
         .ok_or_else(|| id.not_found())?;
-    context.caller.check_visible(&worker.workspace_id, id)?;
-    check_if_match(request.header("if-match").as_deref(), worker.version)?;
-    Ok(worker)
+    context
+        .caller
+        .check_visible(&locked.worker.workspace_id, id)?;
+    check_if_match(request.header("if-match").as_deref(), locked.worker.version)?;
+    Ok(locked)
 }

@@ -571,3 +571,22 @@ async fn concurrent_registrations_of_one_id_create_one_worker() {
     );
     assert_eq!(app.select_int("SELECT count(*) FROM events").await, 1);
 }
+
+/// A move or a heartbeat answers the worker as it then stands: the service builds the answer
+/// from the locked row and writes the change with the transaction's last statement, so the two
+/// must agree to the millisecond and the version.
+#[tokio::test]
+async fn a_move_and_a_heartbeat_answer_the_worker_as_it_is_stored() {
+    let app = spawn_app().await;
+    app.register_worker("w_stored", WORKSPACE).await;
+    let path = "/api/supervisor/workers/w_stored";
+    for action in ["start", "heartbeat", "pause", "resume", "heartbeat"] {
+        let (status, answered) = parts(
+            app.post_optional(&format!("{path}/{action}"), &operator(), None)
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{action}: {answered}");
+        assert_eq!(answered, app.get_ok(path, &operator()).await, "{action}");
+    }
+}

@@ -6,6 +6,7 @@
 \include write/begin
 SELECT id, workspace_id, status AS current, metadata, (extract(epoch from created_at) * 1000)::int8,
        (extract(epoch from updated_at) * 1000)::int8, version, (extract(epoch from last_heartbeat_at) * 1000)::int8,
+       (extract(epoch from clock_timestamp()) * 1000000)::int8 AS locked_at,
        CASE status WHEN 'RUNNING' THEN 'PAUSED' ELSE 'RUNNING' END AS target,
        'worker.state.changed' AS event_types, 'worker' AS event_kinds, id AS event_subjects,
        jsonb_build_object('from', status, 'to', CASE status WHEN 'RUNNING' THEN 'PAUSED' ELSE 'RUNNING' END,
@@ -14,11 +15,14 @@ SELECT id, workspace_id, status AS current, metadata, (extract(epoch from create
        ARRAY[CASE status WHEN 'RUNNING' THEN 'PAUSED' ELSE 'RUNNING' END]::text AS wm_to,
        '{}' AS jm_subjects, '{}' AS jm_from, '{}' AS jm_to
 FROM workers WHERE id = 'cycle-' || :pool_run || '-' || :k FOR UPDATE \gset
-UPDATE workers SET status = :target, version = version + 1, updated_at = clock_timestamp()
-WHERE id = 'cycle-' || :pool_run || '-' || :k
-RETURNING id, workspace_id, status, metadata, (extract(epoch from created_at) * 1000)::int8,
-          (extract(epoch from updated_at) * 1000)::int8, version, (extract(epoch from last_heartbeat_at) * 1000)::int8;
 \set status 200
 \set body_bytes 300
-\include write/settle
+-- The move is deferred to the statement that ends the transaction (store::workers::Change), stamped with the
+-- time read with the lock.
+WITH worker_change AS (
+    UPDATE workers SET status = :target, version = version + 1,
+                       updated_at = 'epoch'::timestamptz + :locked_at::int8 * interval '1 microsecond'
+    WHERE id = 'cycle-' || :pool_run || '-' || :k),
+\include write/settle_parts
+\include write/settle_result
 \include write/publish

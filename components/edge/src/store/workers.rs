@@ -1,9 +1,13 @@
 //! `workers` (and the `worker_counts` a trigger keeps beside it).
 //!
-//! Changes to an existing worker are stamped with `clock_timestamp()`, not `now()`: the row lock is
-//! taken after the transaction began, so `now()` can precede the commit of a registration that raced
-//! it, and `updated_at` would then fall before `created_at` (a CHECK violation).
+//! Changes to an existing worker are stamped with `clock_timestamp()` read with its row lock, not
+//! `now()`: the lock is taken after the transaction began, so `now()` can precede the commit of a
+//! registration that raced it, and `updated_at` would then fall before `created_at` (a CHECK
+//! violation). The change itself is deferred to the transaction's last statement ([`Change`]): the
+//! handler knows the new row from the locked one, so the UPDATE needs no round trip of its own, and
+//! the worker's row and status counters are written just before the COMMIT.
 
+use super::settle::{Deferred, Statement};
 use super::{Millis, ms};
 use crate::db::{Columns, Db, Row, text};
 use orchestrator_core::ApiError;
@@ -98,9 +102,103 @@ pub async fn get(db: &Db, id: &WorkerId) -> Result<Option<Worker>, ApiError> {
 
 /// Reads a worker and locks its row until the transaction ends: every change to a worker starts here,
 /// so concurrent actions on it are decided one after the other.
-pub async fn lock(db: &Db, id: &WorkerId) -> Result<Option<Worker>, ApiError> {
-    let sql = format!("SELECT {COLUMNS} FROM workers WHERE id = $1 FOR UPDATE");
-    one(db, &sql, vec![text(id.as_str())]).await
+pub async fn lock(db: &Db, id: &WorkerId) -> Result<Option<Locked>, ApiError> {
+    let sql = format!(
+        "SELECT {COLUMNS}, (extract(epoch from clock_timestamp()) * 1000000)::int8 \
+         FROM workers WHERE id = $1 FOR UPDATE"
+    );
+    db.optional_row(&sql, vec![text(id.as_str())])
+        .await?
+        .map(|row| {
+            Ok(Locked {
+                worker: Worker::from_row(&row)?,
+                at_micros: row.int(8)?,
+            })
+        })
+        .transpose()
+}
+
+/// A worker read by [`lock`], and when: the time its change is stamped with.
+pub struct Locked {
+    pub worker: Worker,
+    at_micros: i64,
+}
+
+impl Locked {
+    /// When the row was locked, in milliseconds as `ms!` rounds them.
+    fn at(&self) -> Millis {
+        Millis((self.at_micros + 500).div_euclid(1000))
+    }
+
+    /// The worker moved to `status`: one version more, updated at the lock. Defer the change to
+    /// write it.
+    pub fn moved(self, status: WorkerState) -> (Worker, Change) {
+        let worker = Worker {
+            status,
+            version: self.worker.version + 1,
+            updated_at: self.at(),
+            ..self.worker
+        };
+        let change = Change::Move {
+            id: worker.id.clone(),
+            status,
+            at_micros: self.at_micros,
+        };
+        (worker, change)
+    }
+
+    /// The worker seen alive at the lock: not a change of the worker (no version, no
+    /// `updated_at`; see the heartbeat endpoint). Defer the change to write it.
+    pub fn beat(self) -> (Worker, Change) {
+        let worker = Worker {
+            last_heartbeat_at: Some(self.at()),
+            ..self.worker
+        };
+        let change = Change::Heartbeat {
+            id: worker.id.clone(),
+            at_micros: self.at_micros,
+        };
+        (worker, change)
+    }
+}
+
+/// What happens to a worker read by [`lock`], written by the transaction's last statement.
+pub enum Change {
+    Move {
+        id: WorkerId,
+        status: WorkerState,
+        at_micros: i64,
+    },
+    Heartbeat {
+        id: WorkerId,
+        at_micros: i64,
+    },
+}
+
+impl Deferred for Change {
+    fn with(&self, statement: &mut Statement) {
+        let (id, at_micros) = match self {
+            Self::Move { id, at_micros, .. } | Self::Heartbeat { id, at_micros } => {
+                (id, *at_micros)
+            }
+        };
+        let id = statement.bind(text(id.as_str()));
+        let at = format!(
+            "'epoch'::timestamptz + {}::int8 * interval '1 microsecond'",
+            statement.bind(at_micros)
+        );
+        let set = match self {
+            Self::Move { status, .. } => {
+                let status = statement.bind(text(status.as_str()));
+                format!("status = {status}, version = version + 1, updated_at = {at}")
+            }
+            Self::Heartbeat { .. } => format!("last_heartbeat_at = {at}"),
+        };
+        statement.with(
+            "worker_change",
+            format!("UPDATE workers SET {set} WHERE id = {id}"),
+        );
+    }
 }
 
 /// Registers a worker, IDLE at version 1. `None` when the id is already taken (in any workspace):
@@ -123,28 +221,6 @@ pub async fn insert(
         ParameterValue::Jsonb(metadata),
     ];
     one(db, &sql, params).await
-}
-
-/// Moves a worker locked by [`lock`] to `status`: one version more, updated now.
-pub async fn set_status(db: &Db, id: &WorkerId, status: WorkerState) -> Result<Worker, ApiError> {
-    let sql = format!(
-        "UPDATE workers SET status = $2, version = version + 1, updated_at = clock_timestamp() \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    );
-    one(db, &sql, vec![text(id.as_str()), text(status.as_str())])
-        .await?
-        .ok_or_else(|| id.not_found())
-}
-
-/// Records that a worker locked by [`lock`] is alive. Not a change of the worker (no version, no
-/// `updated_at`): see the heartbeat endpoint.
-pub async fn record_heartbeat(db: &Db, id: &WorkerId) -> Result<Worker, ApiError> {
-    let sql = format!(
-        "UPDATE workers SET last_heartbeat_at = clock_timestamp() WHERE id = $1 RETURNING {COLUMNS}"
-    );
-    one(db, &sql, vec![text(id.as_str())])
-        .await?
-        .ok_or_else(|| id.not_found())
 }
 
 /// One page in the stable order (`created_at`, then `id`).
