@@ -118,7 +118,9 @@ pub async fn lock(db: &Db, id: &WorkerId) -> Result<Option<Locked>, ApiError> {
         .transpose()
 }
 
-/// A worker read by [`lock`], and when: the time its change is stamped with.
+/// A worker read by [`lock`], and when: the time its change is stamped with. The time is read by
+/// the locking statement, so it follows every change before this one: when the row changed while
+/// the statement waited for its lock, Postgres reads the row and the clock again.
 pub struct Locked {
     pub worker: Worker,
     at_micros: i64,
