@@ -282,13 +282,16 @@ fn map_error(e: PgError) -> ApiError {
     }
 }
 
-/// SQLSTATE classes for a lost connection (08), a transaction rolled back
-/// for a conflict with others (40), a server out of resources (53) or going
-/// away (57).
+/// SQLSTATEs of a lost connection (class 08), a server out of resources (53)
+/// or going away (57), and of the two rollbacks Postgres makes to resolve a
+/// conflict with other transactions: a serialization failure and a deadlock.
+/// Not all of class 40: 40003 says a statement's completion is unknown, and
+/// 503 promises nothing was written.
 fn is_unavailable(code: &str) -> bool {
-    ["08", "40", "53", "57"]
+    ["08", "53", "57"]
         .iter()
         .any(|class| code.starts_with(class))
+        || ["40001", "40P01"].contains(&code)
 }
 
 /// Typed, index-based access to a row: a column of another type is a bug in
