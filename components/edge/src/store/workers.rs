@@ -135,16 +135,12 @@ impl Locked {
     /// The worker moved to `status`: one version more, updated at the lock. Defer the change to
     /// write it.
     pub fn moved(self, status: WorkerState) -> (Worker, Change) {
+        let change = self.change(Some(status));
         let worker = Worker {
             status,
             version: self.worker.version + 1,
             updated_at: self.at(),
             ..self.worker
-        };
-        let change = Change::Move {
-            id: worker.id.clone(),
-            status,
-            at_micros: self.at_micros,
         };
         (worker, change)
     }
@@ -152,49 +148,44 @@ impl Locked {
     /// The worker seen alive at the lock: not a change of the worker (no version, no
     /// `updated_at`; see the heartbeat endpoint). Defer the change to write it.
     pub fn beat(self) -> (Worker, Change) {
+        let change = self.change(None);
         let worker = Worker {
             last_heartbeat_at: Some(self.at()),
             ..self.worker
         };
-        let change = Change::Heartbeat {
-            id: worker.id.clone(),
-            at_micros: self.at_micros,
-        };
         (worker, change)
+    }
+
+    fn change(&self, moved_to: Option<WorkerState>) -> Change {
+        Change {
+            id: self.worker.id.clone(),
+            moved_to,
+            at_micros: self.at_micros,
+        }
     }
 }
 
-/// What happens to a worker read by [`lock`], written by the transaction's last statement.
-pub enum Change {
-    Move {
-        id: WorkerId,
-        status: WorkerState,
-        at_micros: i64,
-    },
-    Heartbeat {
-        id: WorkerId,
-        at_micros: i64,
-    },
+/// What happens to a worker read by [`lock`], written by the transaction's last statement: a move
+/// to `moved_to`, or without one a heartbeat, at the time of the lock.
+pub struct Change {
+    id: WorkerId,
+    moved_to: Option<WorkerState>,
+    at_micros: i64,
 }
 
 impl Deferred for Change {
     fn with(&self, statement: &mut Statement) {
-        let (id, at_micros) = match self {
-            Self::Move { id, at_micros, .. } | Self::Heartbeat { id, at_micros } => {
-                (id, *at_micros)
-            }
-        };
-        let id = statement.bind(text(id.as_str()));
+        let id = statement.bind(text(self.id.as_str()));
         let at = format!(
             "'epoch'::timestamptz + {}::int8 * interval '1 microsecond'",
-            statement.bind(at_micros)
+            statement.bind(self.at_micros)
         );
-        let set = match self {
-            Self::Move { status, .. } => {
+        let set = match self.moved_to {
+            Some(status) => {
                 let status = statement.bind(text(status.as_str()));
                 format!("status = {status}, version = version + 1, updated_at = {at}")
             }
-            Self::Heartbeat { .. } => format!("last_heartbeat_at = {at}"),
+            None => format!("last_heartbeat_at = {at}"),
         };
         statement.with(
             "worker_change",
