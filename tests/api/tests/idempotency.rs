@@ -44,12 +44,33 @@ async fn until_a_request_waits_for_a_lock(app: &TestApp) {
     app.until_requests_wait_for_a_lock(1).await
 }
 
+/// Sends `body` under `Idempotency-Key: key` as `bearer` from a task of its own, for a test that
+/// holds a lock the request will wait for; its answer, read whole, when it ends.
+fn keyed_in_background(
+    app: &TestApp,
+    path: &str,
+    bearer: &str,
+    key: &str,
+    body: &Value,
+) -> tokio::task::JoinHandle<Answer> {
+    let request = app
+        .request(Method::POST, path, Some(bearer))
+        .header("Idempotency-Key", key)
+        .json(body);
+    tokio::spawn(async move { Answer::read(request.send().await.unwrap()).await })
+}
+
+/// Registers worker `id` and starts it; the path that pauses it.
+async fn pause_of_a_running_worker(app: &TestApp, id: &str) -> String {
+    app.register_worker(id, WORKSPACE).await;
+    app.move_worker(id, "start", None).await;
+    format!("/api/supervisor/workers/{id}/pause")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_of_a_request_still_in_flight_is_refused_with_409_in_use() {
     let app = spawn_app().await;
-    app.register_worker("w_held", WORKSPACE).await;
-    app.move_worker("w_held", "start", None).await;
-    let path = "/api/supervisor/workers/w_held/pause";
+    let path = &pause_of_a_running_worker(&app, "w_held").await;
     let body = json!({"reason": "held"});
     let key = format!("held-{}", unique());
 
@@ -60,11 +81,7 @@ async fn a_duplicate_of_a_request_still_in_flight_is_refused_with_409_in_use() {
     lock.execute("SELECT 1 FROM workers WHERE id = 'w_held' FOR UPDATE", &[])
         .await
         .unwrap();
-    let first = app
-        .request(Method::POST, path, Some(&supervisor_writer(None)))
-        .header("Idempotency-Key", &key)
-        .json(&body);
-    let first = tokio::spawn(async move { Answer::read(first.send().await.unwrap()).await });
+    let first = keyed_in_background(&app, path, &supervisor_writer(None), &key, &body);
     until_a_request_waits_for_a_lock(&app).await;
 
     let duplicate = tokio::time::timeout(REFUSAL_WITHIN, keyed(&app, path, &key, &body))
@@ -276,13 +293,7 @@ async fn two_requests_racing_on_a_key_past_redis_make_one_change_and_one_replay(
     lock.execute("LOCK TABLE worker_transitions IN SHARE MODE", &[])
         .await
         .unwrap();
-    let send = || {
-        let request = app
-            .request(Method::POST, WORKERS, Some(&supervisor_writer(None)))
-            .header("Idempotency-Key", &key)
-            .json(&registration);
-        tokio::spawn(async move { Answer::read(request.send().await.unwrap()).await })
-    };
+    let send = || keyed_in_background(&app, WORKERS, &supervisor_writer(None), &key, &registration);
     let first = send();
     app.until_requests_wait_for_a_lock(1).await;
     forget_in_redis_as("idempotency-lock", "tester", WORKERS, &key).await;
@@ -387,11 +398,7 @@ async fn heartbeats_and_releases_in_flight_refuse_their_duplicates_too() {
         let mut holder = app.db.client().await.unwrap();
         let lock = holder.transaction().await.unwrap();
         lock.execute(hold.as_str(), &[]).await.unwrap();
-        let first = app
-            .request(Method::POST, &path, Some(&member()))
-            .header("Idempotency-Key", &key)
-            .json(&body);
-        let first = tokio::spawn(async move { Answer::read(first.send().await.unwrap()).await });
+        let first = keyed_in_background(&app, &path, &member(), &key, &body);
         until_a_request_waits_for_a_lock(&app).await;
         let bearer = member();
         let duplicate = send_keyed(&app, &path, &bearer, ("Idempotency-Key", &key), &body);
@@ -453,9 +460,7 @@ async fn a_key_or_precondition_with_bytes_outside_ascii_is_refused_not_ignored()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_rolled_back_to_break_a_deadlock_is_a_503_its_retry_completes() {
     let app = spawn_app().await;
-    app.register_worker("w_deadlock", WORKSPACE).await;
-    app.move_worker("w_deadlock", "start", None).await;
-    let path = "/api/supervisor/workers/w_deadlock/pause";
+    let path = &pause_of_a_running_worker(&app, "w_deadlock").await;
     let body = json!({"reason": "deadlock"});
     let key = format!("deadlock-{}", unique());
 
@@ -471,11 +476,7 @@ async fn a_write_rolled_back_to_break_a_deadlock_is_a_503_its_retry_completes() 
     )
     .await
     .unwrap();
-    let pause = app
-        .request(Method::POST, path, Some(&supervisor_writer(None)))
-        .header("Idempotency-Key", &key)
-        .json(&body);
-    let pause = tokio::spawn(async move { pause.send().await.unwrap() });
+    let pause = keyed_in_background(&app, path, &supervisor_writer(None), &key, &body);
     until_a_request_waits_for_a_lock(&app).await;
     lock.execute(
         "SELECT 1 FROM workers WHERE id = 'w_deadlock' FOR UPDATE",
@@ -486,8 +487,7 @@ async fn a_write_rolled_back_to_break_a_deadlock_is_a_503_its_retry_completes() 
     lock.rollback().await.unwrap();
 
     let refused = pause.await.unwrap();
-    assert!(refused.headers().contains_key("retry-after"));
-    let refused = Answer::read(refused).await;
+    assert!(refused.headers.contains_key("retry-after"));
     assert_error_answer(&refused, 503, "UNAVAILABLE");
     let moves = "SELECT count(*) FROM worker_transitions WHERE to_state = 'PAUSED'";
     assert_eq!(app.select_int(moves).await, 0, "nothing half-written");
