@@ -141,11 +141,37 @@ impl Db {
         sql: &str,
         params: impl Into<Vec<ParameterValue>>,
     ) -> Result<Vec<Row>, ApiError> {
-        self.running(async {
-            let result = self.connection().query(sql, params).await?;
-            result.collect().await
-        })
-        .await
+        self.running(self.query(sql, params), &[])
+            .await
+            .map_err(ApiError::from)
+    }
+
+    /// The one row a statement must return, or which of `outcomes` (SQLSTATEs the statement raises
+    /// on purpose) it raised instead. Such an outcome is an answer, not a fault: the connection
+    /// stays as it was (outside a transaction, the failed statement wrote nothing).
+    pub async fn row_or_raised(
+        &self,
+        sql: &str,
+        params: impl Into<Vec<ParameterValue>>,
+        outcomes: &[&'static str],
+    ) -> Result<Result<Row, &'static str>, ApiError> {
+        match self.running(self.query(sql, params), outcomes).await {
+            Ok(rows) => rows
+                .into_iter()
+                .next()
+                .map(Ok)
+                .ok_or_else(|| ApiError::Internal(format!("no row from: {sql}"))),
+            Err(Failed::Raised(code)) => Ok(Err(code)),
+            Err(Failed::Error(e)) => Err(e),
+        }
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: impl Into<Vec<ParameterValue>>,
+    ) -> Result<Vec<Row>, pg::Error> {
+        self.connection().query(sql, params).await?.collect().await
     }
 
     /// The one row a statement must return.
@@ -184,9 +210,16 @@ impl Db {
             "COMMIT" | "ROLLBACK" => State::Clean,
             _ => self.state.get(),
         };
-        let executed = self.running(self.connection().execute(sql, params)).await?;
+        let executed = self
+            .running(self.connection().execute(sql, params), &[])
+            .await?;
         self.state.set(after);
         Ok(executed)
+    }
+
+    /// Whether a transaction is open: rows read to be changed are then locked until it ends.
+    pub fn in_transaction(&self) -> bool {
+        self.state.get() == State::InTransaction
     }
 
     fn connection(&self) -> &pg::Connection {
@@ -196,22 +229,55 @@ impl Db {
     }
 
     /// Runs a statement. While it runs, and after it failed, the connection is doubtful: a request
-    /// dropped mid-statement does not leave it for the next, nor does one whose statement failed.
-    /// When the database looks gone, the instance's idle connections are let go too.
+    /// dropped mid-statement does not leave it for the next, nor does one whose statement failed —
+    /// unless it raised one of the `outcomes` its caller expects. When the database looks gone, the
+    /// instance's idle connections are let go too.
     async fn running<T>(
         &self,
         statement: impl Future<Output = Result<T, pg::Error>>,
-    ) -> Result<T, ApiError> {
+        outcomes: &[&'static str],
+    ) -> Result<T, Failed> {
         let before = self.state.replace(State::Doubtful);
-        let answer = bounded("a statement", statement)
-            .await
-            .and_then(|answer| answer.map_err(query_error));
+        let answer = match bounded("a statement", statement).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(match raised(&e, outcomes) {
+                Some(code) => Failed::Raised(code),
+                None => Failed::Error(query_error(e)),
+            }),
+            Err(timed_out) => Err(Failed::Error(timed_out)),
+        };
         match &answer {
-            Ok(_) => self.state.set(before),
-            Err(ApiError::Unavailable(_)) => IDLE.with_borrow_mut(Vec::clear),
-            Err(_) => {}
+            Ok(_) | Err(Failed::Raised(_)) => self.state.set(before),
+            Err(Failed::Error(ApiError::Unavailable(_))) => IDLE.with_borrow_mut(Vec::clear),
+            Err(Failed::Error(_)) => {}
         }
         answer
+    }
+}
+
+/// How a statement failed.
+enum Failed {
+    /// With one of the outcomes its caller expects.
+    Raised(&'static str),
+    Error(ApiError),
+}
+
+impl From<Failed> for ApiError {
+    fn from(failed: Failed) -> Self {
+        match failed {
+            Failed::Error(e) => e,
+            Failed::Raised(code) => ApiError::Internal(format!("SQLSTATE {code} not handled")),
+        }
+    }
+}
+
+/// Which of `outcomes` the statement's error is.
+fn raised(e: &pg::Error, outcomes: &[&'static str]) -> Option<&'static str> {
+    match e {
+        pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db))) => {
+            outcomes.iter().copied().find(|code| *code == db.code)
+        }
+        _ => None,
     }
 }
 

@@ -4,9 +4,10 @@
 //!   limits, dispatch, error rendering. [`routing`] maps paths to endpoints.
 //! - [`config`]: the Spin variables, read once per request.
 //! - [`reply`]: JSON responses with the contract's headers.
-//! - [`write`]: the transaction every state change runs in — idempotency
-//!   record, change, audit, outbox — and publishing after the commit;
-//!   [`cache`] is its Redis side.
+//! - [`write`]: the one door every state change goes through — idempotency
+//!   record, change, audit, outbox, in a transaction or, for a change decided
+//!   on rows read unlocked, in one statement — and publishing after the
+//!   commit; [`cache`] is its Redis side.
 //! - [`db`] and [`store`]: Postgres access, with the SQL of each table in one
 //!   module.
 //! - [`live`]: requests held open until something happens (the doorbell they
@@ -29,7 +30,7 @@ pub use context::Context;
 pub use reply::Reply;
 pub use request::Request;
 pub use serve::serve;
-pub use write::{Tx, write};
+pub use write::{Tx, write, write_if_unchanged};
 
 /// Milliseconds since the Unix epoch, from the host's wall clock.
 pub fn now_millis() -> i64 {

@@ -8,6 +8,10 @@
 //! answers 409 first) costs the loser its rolled-back work, and every write
 //! saves the claim, a savepoint and a round trip. After the commit the events
 //! get their `seq` and are published (see [`Committed::publish`]).
+//!
+//! A handler whose change is decided on rows it can read without locking them
+//! writes through [`write_if_unchanged`] instead: no transaction, only that last
+//! statement, written only if those rows are still as read (migration 0012).
 
 use crate::cache::{Cache, Claim};
 use crate::context::Context;
@@ -17,7 +21,7 @@ use crate::request::Request;
 use crate::store::audit_trail::{AuditRows, Audited};
 use crate::store::events;
 use crate::store::idempotency::{self, Record};
-use crate::store::settle::{Deferred, Settled, Settlement, settle};
+use crate::store::settle::{Deferred, Lost, Settlement, settle};
 use orchestrator_core::ApiError;
 use orchestrator_core::events::NewEvent;
 use orchestrator_core::idempotency::{
@@ -50,6 +54,26 @@ impl Tx {
     /// Queues an event; events are inserted last, just before the commit.
     pub fn emit(&mut self, event: NewEvent) {
         self.events.push(event);
+    }
+
+    fn new(db: Db, context: &Context) -> Self {
+        Self {
+            db,
+            actor: context.caller.subject.clone(),
+            deferred: Vec::new(),
+            audit: AuditRows::default(),
+            events: Vec::new(),
+        }
+    }
+
+    /// What the handler left to the last statement, with the record of a keyed request.
+    fn settlement<'a>(&'a self, record: Option<Record<'a>>) -> Settlement<'a> {
+        Settlement {
+            record,
+            deferred: &self.deferred,
+            audit: &self.audit,
+            events: &self.events,
+        }
     }
 }
 
@@ -90,6 +114,50 @@ pub async fn write<F>(context: &Context, request: &Request, change: F) -> Result
 where
     F: AsyncFnOnce(&mut Tx) -> Result<Reply, ApiError>,
 {
+    door(context, request, async |db, keyed| {
+        transaction(db, context, keyed, change).await
+    })
+    .await
+}
+
+/// Like [`write`], for a change whose handler reads its rows without locking them and defers every
+/// write, each conditional on its row being as read ([`crate::store::settle::Statement::change`]):
+/// then the write is its last statement alone, with no `BEGIN` and no `COMMIT` — two statements
+/// fewer, and the rows it changes are held only while Postgres commits it. When a row changed in
+/// between, nothing was written and `change` runs again on what is there now. Rows changed that
+/// often are taken in turn: after [`UNLOCKED_TRIES`] the write is a transaction that locks what
+/// it reads, which always completes.
+pub async fn write_if_unchanged<F>(
+    context: &Context,
+    request: &Request,
+    change: F,
+) -> Result<Reply, ApiError>
+where
+    F: AsyncFn(&mut Tx) -> Result<Reply, ApiError>,
+{
+    door(context, request, async |mut db, keyed| {
+        for _ in 0..UNLOCKED_TRIES {
+            let mut tx = Tx::new(db, context);
+            let ended = one_statement(&mut tx, keyed, &change).await;
+            db = tx.db;
+            if let Some(ended) = ended? {
+                return Ok(Committed::new(db, ended));
+            }
+        }
+        transaction(db, context, keyed, change).await
+    })
+    .await
+}
+
+/// How many times a write of one statement is tried before it locks its rows.
+const UNLOCKED_TRIES: usize = 2;
+
+/// The request's idempotency around one way of making the change: the Redis claim in front, the
+/// answer cached after, and the events published.
+async fn door<W>(context: &Context, request: &Request, way: W) -> Result<Reply, ApiError>
+where
+    W: AsyncFnOnce(Db, Option<&Keyed>) -> Result<Committed, ApiError>,
+{
     let key = IdempotencyKey::from_headers(
         request.header(rules::HEADER).as_deref(),
         request.header(rules::ALIAS_HEADER).as_deref(),
@@ -98,7 +166,7 @@ where
     let cache = Cache::connect(&config.redis_url, &config.database_url).await;
     let Some(key) = key else {
         let db = context.db().await?;
-        let committed = transaction(db, context, None, change).await?;
+        let committed = way(db, None).await?;
         committed
             .publish(cache.as_ref().ok(), &config.events_channel)
             .await;
@@ -123,7 +191,7 @@ where
     // Every outcome from here on releases the lock, an unreachable database
     // too: a retry of a 503 must not meet 409 until the lock expires.
     let outcome = match context.db().await {
-        Ok(db) => transaction(db, context, Some(&keyed), change).await,
+        Ok(db) => way(db, Some(&keyed)).await,
         Err(e) => Err(e),
     };
     match &outcome {
@@ -156,13 +224,29 @@ where
     Ok(committed.reply)
 }
 
-/// A committed transaction: its answer, its connection, and its events' `pos`.
+/// A write that ended: its answer, its connection, and its events' `pos`.
 struct Committed {
     reply: Reply,
     /// The answer is another request's, replayed: this one changed and recorded nothing.
     replayed: bool,
     db: Db,
     events: Vec<i64>,
+}
+
+impl Committed {
+    fn new(db: Db, ended: Ended) -> Self {
+        let (reply, replayed, events) = match ended {
+            Ended::Committed(reply, events) => (reply, false, events),
+            Ended::RefusalRecorded(reply) => (reply, false, Vec::new()),
+            Ended::Replayed(reply) => (reply, true, Vec::new()),
+        };
+        Self {
+            reply,
+            replayed,
+            db,
+            events,
+        }
+    }
 }
 
 /// The transaction.
@@ -176,13 +260,7 @@ where
     F: AsyncFnOnce(&mut Tx) -> Result<Reply, ApiError>,
 {
     db.execute("BEGIN", []).await?;
-    let mut tx = Tx {
-        db,
-        actor: context.caller.subject.clone(),
-        deferred: Vec::new(),
-        audit: AuditRows::default(),
-        events: Vec::new(),
-    };
+    let mut tx = Tx::new(db, context);
     // Whatever fails from here on ends the transaction first: under Spin a connection goes back
     // to the pool as it is, and the next request to draw it must not inherit this one's work.
     let ended = match inside(&mut tx, keyed, change).await {
@@ -192,30 +270,20 @@ where
             return Err(error);
         }
     };
-    let (reply, replayed, events) = match ended {
-        Ended::ToCommit(reply, events) => {
-            // A COMMIT that fails has ended the transaction as well.
-            tx.db.execute("COMMIT", []).await?;
-            (reply, false, events)
-        }
-        Ended::RefusalRecorded(reply) => (reply, false, Vec::new()),
-        Ended::Replayed(reply) => (reply, true, Vec::new()),
-    };
-    Ok(Committed {
-        reply,
-        replayed,
-        db: tx.db,
-        events,
-    })
+    if let Ended::Committed(..) = ended {
+        // A COMMIT that fails has ended the transaction as well.
+        tx.db.execute("COMMIT", []).await?;
+    }
+    Ok(Committed::new(tx.db, ended))
 }
 
-/// How the statements inside the transaction ended.
+/// How a write ended.
 enum Ended {
-    /// The change waits for the COMMIT (with its events' `pos`).
-    ToCommit(Reply, Vec<i64>),
-    /// The change was refused and rolled back; the refusal is recorded on its own.
+    /// The change is committed (inside a transaction: once it commits), with its events' `pos`.
+    Committed(Reply, Vec<i64>),
+    /// The change was refused and not written; the refusal is recorded on its own.
     RefusalRecorded(Reply),
-    /// Rolled back: another request recorded this key first, and this is its answer.
+    /// Nothing written: another request recorded this key first, and this is its answer.
     Replayed(Reply),
 }
 
@@ -226,39 +294,69 @@ where
 {
     let reply = match (change(tx).await, keyed) {
         (Ok(reply), _) => reply,
-        // A refusal is an answer too: recorded without the change, so a retry gets the same answer.
         (Err(error), Some(keyed)) if rules::is_recordable(error.status()) => {
             tx.db.execute("ROLLBACK", []).await?;
-            let reply = Reply::error(&error);
-            let settlement = Settlement {
-                record: Some(keyed.record(&reply)),
-                deferred: &[],
-                audit: &AuditRows::default(),
-                events: &[],
-            };
-            return Ok(match settle(&tx.db, settlement).await? {
-                Settled { recorded: true, .. } => Ended::RefusalRecorded(reply),
-                Settled {
-                    recorded: false, ..
-                } => Ended::Replayed(keyed.replay_recorded(&tx.db).await?),
-            });
+            return record_refusal(&tx.db, keyed, &error).await;
         }
         (Err(error), _) => return Err(error),
     };
-    let settlement = Settlement {
-        record: keyed.map(|keyed| keyed.record(&reply)),
-        deferred: &tx.deferred,
-        audit: &tx.audit,
-        events: &tx.events,
-    };
-    let settled = settle(&tx.db, settlement).await?;
-    match keyed {
-        Some(keyed) if !settled.recorded => {
+    let settlement = tx.settlement(keyed.map(|keyed| keyed.record(&reply)));
+    match (settle(&tx.db, settlement).await?, keyed) {
+        (Ok(events), _) => Ok(Ended::Committed(reply, events)),
+        (Err(Lost::KeyRecorded), Some(keyed)) => {
             tx.db.execute("ROLLBACK", []).await?;
             Ok(Ended::Replayed(keyed.replay_recorded(&tx.db).await?))
         }
-        _ => Ok(Ended::ToCommit(reply, settled.events)),
+        (Err(lost), _) => Err(ApiError::Internal(format!(
+            "a write under its locks found {lost:?}"
+        ))),
     }
+}
+
+/// A write of one statement, outside any transaction; `None` when it wrote nothing because a row
+/// it read had changed.
+async fn one_statement<F>(
+    tx: &mut Tx,
+    keyed: Option<&Keyed>,
+    change: &F,
+) -> Result<Option<Ended>, ApiError>
+where
+    F: AsyncFn(&mut Tx) -> Result<Reply, ApiError>,
+{
+    let reply = match (change(tx).await, keyed) {
+        (Ok(reply), _) => reply,
+        // Decided on rows as they were when read: a refusal answers for that moment.
+        (Err(error), Some(keyed)) if rules::is_recordable(error.status()) => {
+            return record_refusal(&tx.db, keyed, &error).await.map(Some);
+        }
+        (Err(error), _) => return Err(error),
+    };
+    let settlement = tx.settlement(keyed.map(|keyed| keyed.record(&reply)));
+    Ok(match (settle(&tx.db, settlement).await?, keyed) {
+        (Ok(events), _) => Some(Ended::Committed(reply, events)),
+        (Err(Lost::KeyRecorded), Some(keyed)) => {
+            Some(Ended::Replayed(keyed.replay_recorded(&tx.db).await?))
+        }
+        (Err(Lost::Stale), _) => None,
+        (Err(Lost::KeyRecorded), None) => {
+            return Err(ApiError::Internal("an unkeyed write found a key".into()));
+        }
+    })
+}
+
+/// A refusal is an answer too: recorded without the change, so a retry gets the same answer.
+async fn record_refusal(db: &Db, keyed: &Keyed, error: &ApiError) -> Result<Ended, ApiError> {
+    let reply = Reply::error(error);
+    let settlement = Settlement {
+        record: Some(keyed.record(&reply)),
+        deferred: &[],
+        audit: &AuditRows::default(),
+        events: &[],
+    };
+    Ok(match settle(db, settlement).await? {
+        Ok(_) => Ended::RefusalRecorded(reply),
+        Err(_) => Ended::Replayed(keyed.replay_recorded(db).await?),
+    })
 }
 
 fn replay(

@@ -8,8 +8,8 @@ use orchestrator_core::lifecycle::plan_transition;
 use orchestrator_core::requests::{NoFields, WithReason};
 use orchestrator_core::version::check_if_match;
 use orchestrator_core::worker::WorkerAction;
-use orchestrator_edge::store::workers::{self, Locked};
-use orchestrator_edge::{Context, Reply, Request, Tx, write};
+use orchestrator_edge::store::workers::{self, Seen};
+use orchestrator_edge::{Context, Reply, Request, Tx, write_if_unchanged};
 
 use crate::workers::reply;
 
@@ -26,16 +26,16 @@ pub async fn act(
     let id = WorkerId::from_path(id)?;
     let body: WithReason = request.json()?;
     let reason = action.reason(body.reason)?;
-    write(context, request, async |tx| {
-        let locked = lock_for_change(tx, &id, request, context).await?;
+    write_if_unchanged(context, request, async |tx| {
+        let seen = read_to_change(tx, &id, request, context).await?;
         let transition = plan_transition(
             &id,
-            locked.worker.status,
+            seen.worker.status,
             action.target(),
-            reason,
+            reason.clone(),
             &tx.actor,
         )?;
-        let (moved, change) = locked.moved(transition.to);
+        let (moved, change) = seen.moved(transition.to);
         tx.defer(change);
         tx.audit(std::slice::from_ref(&transition));
         tx.emit(NewEvent::state_changed(&transition, &moved.workspace_id));
@@ -57,29 +57,30 @@ pub async fn heartbeat(id: &str, request: &Request, context: &Context) -> Result
     context.caller.require(Scope::SupervisorWrite)?;
     let id = WorkerId::from_path(id)?;
     let NoFields {} = request.json()?;
-    write(context, request, async |tx| {
-        let (worker, change) = lock_for_change(tx, &id, request, context).await?.beat();
+    write_if_unchanged(context, request, async |tx| {
+        let (worker, change) = read_to_change(tx, &id, request, context).await?.beat();
         tx.defer(change);
         reply(200, &worker)
     })
     .await
 }
 
-/// Locks the worker for the rest of the transaction, then checks what may only be checked on the
-/// locked row: 404 when it is missing or in a workspace the caller cannot see (before `If-Match`, so
-/// a version never leaks), 412 when `If-Match` names another version.
-async fn lock_for_change(
+/// Reads the worker to change it (see [`workers::read_to_change`]), then checks what must be
+/// checked on the row the change is made on: 404 when it is missing or in a workspace the caller
+/// cannot see (before `If-Match`, so a version never leaks), 412 when `If-Match` names another
+/// version.
+async fn read_to_change(
     tx: &Tx,
     id: &WorkerId,
     request: &Request,
     context: &Context,
-) -> Result<Locked, ApiError> {
-    let locked = workers::lock(&tx.db, id)
+) -> Result<Seen, ApiError> {
+    let seen = workers::read_to_change(&tx.db, id)
         .await?
         .ok_or_else(|| id.not_found())?;
     context
         .caller
-        .check_visible(&locked.worker.workspace_id, id)?;
-    check_if_match(request.header("if-match").as_deref(), locked.worker.version)?;
-    Ok(locked)
+        .check_visible(&seen.worker.workspace_id, id)?;
+    check_if_match(request.header("if-match").as_deref(), seen.worker.version)?;
+    Ok(seen)
 }

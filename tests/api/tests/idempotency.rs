@@ -500,3 +500,92 @@ async fn a_write_rolled_back_to_break_a_deadlock_is_a_503_its_retry_completes() 
     );
     assert_eq!(app.select_int(moves).await, 1);
 }
+
+/// A move is decided on the worker as read, without a lock, and written by one statement only onto
+/// the version read (`edge::write_if_unchanged`). When another change commits in between, that
+/// statement writes nothing and the move is decided again on the worker as it is then: the answer
+/// is the worker as stored, with one audit row, one event and the record of its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_worker_changed_after_it_was_read_is_decided_again() {
+    let app = spawn_app().await;
+    let path = &pause_of_a_running_worker(&app, "w_raced").await;
+    let body = json!({"reason": "raced"});
+    let key = format!("raced-{}", unique());
+
+    // The change commits while the pause's write waits for its row: after the pause read it.
+    let mut holder = app.db.client().await.unwrap();
+    let meanwhile = holder.transaction().await.unwrap();
+    meanwhile
+        .execute(
+            "UPDATE workers SET metadata = '{\"changed\": \"meanwhile\"}', version = version + 1 \
+             WHERE id = 'w_raced'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let pause = keyed_in_background(&app, path, &supervisor_writer(None), &key, &body);
+    until_a_request_waits_for_a_lock(&app).await;
+    meanwhile.commit().await.unwrap();
+
+    let paused = pause.await.unwrap();
+    assert_eq!(paused.status, 200, "{paused:?}");
+    let answered = paused.json();
+    let stored = app
+        .get_ok("/api/supervisor/workers/w_raced", &member())
+        .await;
+    assert_eq!(answered, stored, "the answer is the worker as stored");
+    assert_eq!(
+        (&answered["version"], &answered["metadata"]["changed"]),
+        (&json!(4), &json!("meanwhile")),
+        "registered, started, changed meanwhile, paused"
+    );
+    let pauses = "SELECT count(*) FROM worker_transitions WHERE worker_id = 'w_raced' \
+                  AND to_state = 'PAUSED'";
+    assert_eq!(app.select_int(pauses).await, 1);
+    let events = "SELECT count(*) FROM events WHERE subject_id = 'w_raced' \
+                  AND data->>'to' = 'PAUSED'";
+    assert_eq!(app.select_int(events).await, 1);
+    assert_replay_of(&keyed(&app, path, &key, &body).await, &paused);
+}
+
+/// A move whose worker changes under it every time it is read unlocked stops racing: after two
+/// tries it is a transaction that locks the row (`edge::write_if_unchanged`). The changes are
+/// played by a trigger that makes the move's `UPDATE` find no row, as a change committed between
+/// the read and the write would, on the first two tries only.
+#[tokio::test]
+async fn a_move_that_keeps_finding_its_worker_changed_locks_it_and_completes() {
+    let app = spawn_app().await;
+    let path = &pause_of_a_running_worker(&app, "w_contended").await;
+    app.run_sql(
+        "CREATE SEQUENCE tries;
+         CREATE FUNCTION changed_under_the_move() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF nextval('tries') <= 2 THEN RETURN NULL; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER changed_under_the_move BEFORE UPDATE ON workers
+             FOR EACH ROW WHEN (NEW.status = 'PAUSED') EXECUTE FUNCTION changed_under_the_move();",
+    )
+    .await;
+
+    let paused = keyed(&app, path, "contended", &json!({})).await;
+    assert_eq!(paused.status, 200, "{paused:?}");
+    let stored = app
+        .get_ok("/api/supervisor/workers/w_contended", &member())
+        .await;
+    assert_eq!(paused.json(), stored, "the answer is the worker as stored");
+    assert_eq!(
+        (&stored["status"], &stored["version"]),
+        (&json!("PAUSED"), &json!(3))
+    );
+    let tries = "SELECT last_value FROM tries";
+    assert_eq!(
+        app.select_int(tries).await,
+        3,
+        "two unlocked tries, one locked"
+    );
+    let pauses = "SELECT count(*) FROM worker_transitions WHERE worker_id = 'w_contended' \
+                  AND to_state = 'PAUSED'";
+    assert_eq!(app.select_int(pauses).await, 1);
+    assert_replay_of(&keyed(&app, path, "contended", &json!({})).await, &paused);
+}

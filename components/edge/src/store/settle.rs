@@ -4,7 +4,10 @@
 //!
 //! Each table's module renders its part as a data-modifying `WITH` query ([`Statement::with`]);
 //! Postgres runs every one of them exactly once, in the statement's snapshot, so the parts cannot see
-//! each other's rows and need not: none reads what another writes.
+//! each other's rows and need not: none reads what another writes. The statement ends by checking
+//! that it may stand (`settle_check`, migration 0012): the key was not recorded by another request,
+//! and every change made on a row as it was read found the row so ([`Statement::change`]). If not,
+//! it fails as a whole, which is what lets a write of this one statement go without a transaction.
 
 use super::audit_trail::AuditRows;
 use super::{events, idempotency};
@@ -29,16 +32,24 @@ pub struct Settlement<'a> {
     pub events: &'a [NewEvent],
 }
 
-/// What the statement did.
-pub struct Settled {
-    /// `false`: another request's record of the key is live, so nothing of this one may commit.
-    pub recorded: bool,
-    /// The events' `pos`, in insert order (what stamping needs).
-    pub events: Vec<i64>,
+/// Why the statement wrote nothing: it failed as a whole (migration 0012).
+#[derive(Debug, PartialEq)]
+pub enum Lost {
+    /// Another request's record of the key is live (or committed while this one waited for it).
+    KeyRecorded,
+    /// A change conditional on what was read found its row changed since.
+    Stale,
 }
 
-/// Runs the settlement as one statement, or none when there is nothing to write.
-pub async fn settle(db: &Db, settlement: Settlement<'_>) -> Result<Settled, ApiError> {
+const KEY_RECORDED: &str = "OR002";
+const STALE: &str = "OR001";
+
+/// Runs the settlement as one statement, or none when there is nothing to write. It either writes
+/// everything and returns the events' `pos` (in insert order: what stamping needs), or nothing.
+pub async fn settle(
+    db: &Db,
+    settlement: Settlement<'_>,
+) -> Result<Result<Vec<i64>, Lost>, ApiError> {
     let mut statement = Statement::default();
     let recorded = match &settlement.record {
         Some(record) => {
@@ -56,20 +67,29 @@ pub async fn settle(db: &Db, settlement: Settlement<'_>) -> Result<Settled, ApiE
         None => "'{}'::int8[]".to_owned(),
     };
     if statement.parts.is_empty() {
-        return Ok(Settled {
-            recorded: true,
-            events: Vec::new(),
-        });
+        return Ok(Ok(Vec::new()));
     }
+    let changed = statement
+        .changes
+        .iter()
+        .map(|name| format!("EXISTS (SELECT 1 FROM {name})"))
+        .chain(["true".to_owned()])
+        .collect::<Vec<_>>()
+        .join(" AND ");
     let sql = format!(
-        "WITH {} SELECT {recorded}, {positions}",
+        "WITH {} SELECT settle_check({recorded}, {changed}), {positions}",
         statement.parts.join(", ")
     );
-    let row = db.row(&sql, statement.params).await?;
-    Ok(Settled {
-        recorded: row.boolean(0)?,
-        events: row.ints(1)?,
-    })
+    Ok(
+        match db
+            .row_or_raised(&sql, statement.params, &[KEY_RECORDED, STALE])
+            .await?
+        {
+            Ok(row) => Ok(row.ints(1)?),
+            Err(KEY_RECORDED) => Err(Lost::KeyRecorded),
+            Err(_) => Err(Lost::Stale),
+        },
+    )
 }
 
 /// A statement being assembled from `WITH` parts, each binding its own parameters.
@@ -77,6 +97,8 @@ pub async fn settle(db: &Db, settlement: Settlement<'_>) -> Result<Settled, ApiE
 pub struct Statement {
     parts: Vec<String>,
     params: Vec<ParameterValue>,
+    /// Parts that must return a row, or the whole statement fails ([`Lost::Stale`]).
+    changes: Vec<&'static str>,
 }
 
 impl Statement {
@@ -90,5 +112,12 @@ impl Statement {
     pub(crate) fn with(&mut self, name: &'static str, query: String) -> &'static str {
         self.parts.push(format!("{name} AS ({query})"));
         name
+    }
+
+    /// Adds a part, like [`Statement::with`], that changes rows only if they are as they were read
+    /// and returns a row when it did: when it returns none, nothing of the statement is written.
+    pub(crate) fn change(&mut self, name: &'static str, query: String) {
+        let name = self.with(name, query);
+        self.changes.push(name);
     }
 }

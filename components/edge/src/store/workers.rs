@@ -100,17 +100,24 @@ pub async fn get(db: &Db, id: &WorkerId) -> Result<Option<Worker>, ApiError> {
     one(db, &sql, vec![text(id.as_str())]).await
 }
 
-/// Reads a worker and locks its row until the transaction ends: every change to a worker starts here,
-/// so concurrent actions on it are decided one after the other.
-pub async fn lock(db: &Db, id: &WorkerId) -> Result<Option<Locked>, ApiError> {
+/// Reads a worker to change it. Inside a transaction its row is locked until the end, so concurrent
+/// changes of it are decided one after the other; in a write of one statement (see
+/// [`crate::write_if_unchanged`]) it is read as it is, and the change is written only if the row is
+/// still at the version read.
+pub async fn read_to_change(db: &Db, id: &WorkerId) -> Result<Option<Seen>, ApiError> {
+    let lock = if db.in_transaction() {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
     let sql = format!(
         "SELECT {COLUMNS}, (extract(epoch from clock_timestamp()) * 1000000)::int8 \
-         FROM workers WHERE id = $1 FOR UPDATE"
+         FROM workers WHERE id = $1{lock}"
     );
     db.optional_row(&sql, vec![text(id.as_str())])
         .await?
         .map(|row| {
-            Ok(Locked {
+            Ok(Seen {
                 worker: Worker::from_row(&row)?,
                 at_micros: row.int(8)?,
             })
@@ -118,21 +125,22 @@ pub async fn lock(db: &Db, id: &WorkerId) -> Result<Option<Locked>, ApiError> {
         .transpose()
 }
 
-/// A worker read by [`lock`], and when: the time its change is stamped with. The time is read by
-/// the locking statement, so it follows every change before this one: when the row changed while
-/// the statement waited for its lock, Postgres reads the row and the clock again.
-pub struct Locked {
+/// A worker read by [`read_to_change`], and when: the time its change is stamped with. The time is
+/// read by the same statement, so it follows every change before the one read: a row read under a
+/// lock is read (with the clock) again when it changed while the statement waited for the lock; a
+/// row read without one was committed before the statement began.
+pub struct Seen {
     pub worker: Worker,
     at_micros: i64,
 }
 
-impl Locked {
-    /// When the row was locked, in milliseconds as `ms!` rounds them.
+impl Seen {
+    /// When the row was read, in milliseconds as `ms!` rounds them.
     fn at(&self) -> Millis {
         Millis((self.at_micros + 500).div_euclid(1000))
     }
 
-    /// The worker moved to `status`: one version more, updated at the lock. Defer the change to
+    /// The worker moved to `status`: one version more, updated when read. Defer the change to
     /// write it.
     pub fn moved(self, status: WorkerState) -> (Worker, Change) {
         let change = self.change(Some(status));
@@ -145,8 +153,8 @@ impl Locked {
         (worker, change)
     }
 
-    /// The worker seen alive at the lock: not a change of the worker (no version, no
-    /// `updated_at`; see the heartbeat endpoint). Defer the change to write it.
+    /// The worker seen alive when read: not a change of the worker (no version, no `updated_at`;
+    /// see the heartbeat endpoint). Defer the change to write it.
     pub fn beat(self) -> (Worker, Change) {
         let change = self.change(None);
         let worker = Worker {
@@ -159,16 +167,20 @@ impl Locked {
     fn change(&self, moved_to: Option<WorkerState>) -> Change {
         Change {
             id: self.worker.id.clone(),
+            version: self.worker.version,
             moved_to,
             at_micros: self.at_micros,
         }
     }
 }
 
-/// What happens to a worker read by [`lock`], written by the transaction's last statement: a move
-/// to `moved_to`, or without one a heartbeat, at the time of the lock.
+/// What happens to a worker read by [`read_to_change`], written by the write's last statement: a
+/// move to `moved_to`, or without one a heartbeat, at the time it was read. Only onto the version
+/// read, and a heartbeat only onto an older one: otherwise the statement writes nothing
+/// ([`Statement::change`]) and the write reads the worker again.
 pub struct Change {
     id: WorkerId,
+    version: i64,
     moved_to: Option<WorkerState>,
     at_micros: i64,
 }
@@ -176,20 +188,28 @@ pub struct Change {
 impl Deferred for Change {
     fn with(&self, statement: &mut Statement) {
         let id = statement.bind(text(self.id.as_str()));
+        let version = statement.bind(self.version);
         let at = format!(
             "'epoch'::timestamptz + {}::int8 * interval '1 microsecond'",
             statement.bind(self.at_micros)
         );
-        let set = match self.moved_to {
+        let (set, unless_later) = match self.moved_to {
             Some(status) => {
                 let status = statement.bind(text(status.as_str()));
-                format!("status = {status}, version = version + 1, updated_at = {at}")
+                let set = format!("status = {status}, version = version + 1, updated_at = {at}");
+                (set, String::new())
             }
-            None => format!("last_heartbeat_at = {at}"),
+            None => (
+                format!("last_heartbeat_at = {at}"),
+                format!(" AND (last_heartbeat_at IS NULL OR last_heartbeat_at <= {at})"),
+            ),
         };
-        statement.with(
+        statement.change(
             "worker_change",
-            format!("UPDATE workers SET {set} WHERE id = {id}"),
+            format!(
+                "UPDATE workers SET {set} WHERE id = {id} AND version = {version}{unless_later} \
+                 RETURNING 1"
+            ),
         );
     }
 }
