@@ -44,7 +44,7 @@ holdings AS (
     WHERE id = :id),
 \include write/settle_parts
 \include write/settle_result
-\include write/publish
+\include write/commit
 \elif :held > 0
 -- One holder: its allocations are all in its stripe, which the statement locks (store::allocations::release).
 WITH closed AS (
@@ -63,7 +63,7 @@ WITH holdings AS (
     WHERE id = :id),
 \include write/settle_parts
 \include write/settle_result
-\include write/publish
+\include write/commit
 \else
 \include write/settle
 COMMIT;

@@ -20,4 +20,4 @@ RETURNING id, workspace_id, status, task_description, worker_count, depth, paren
 \set status 201
 \set body_bytes 400
 \include write/settle
-\include write/publish
+\include write/commit

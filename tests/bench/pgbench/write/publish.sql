@@ -1,6 +1,5 @@
--- edge::write, after the change: the commit; then the events stamped with their seq, and unless another writer's
+-- edge::write, after the change has committed: the events stamped with their seq, and unless another writer's
 -- publish sent them already, published (marked, in a transaction that would send them to Redis before its commit).
-COMMIT;
 SELECT events_stamp(:own::int8[])::int AS unpublished \gset
 \if :unpublished
 BEGIN;

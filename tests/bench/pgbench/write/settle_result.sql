@@ -1,3 +1,5 @@
--- What store::settle reads back: whether the key was recorded, and the events' pos.
-SELECT EXISTS (SELECT 1 FROM record) AS recorded, ARRAY(SELECT pos FROM inserted_events ORDER BY pos)::text AS own
+-- What store::settle reads back, once settle_check let the statement stand (the key was recorded here): the
+-- events' pos.
+SELECT settle_check(EXISTS (SELECT 1 FROM record), true), ARRAY(SELECT pos FROM inserted_events ORDER BY pos)::text
+    AS own
 \gset

@@ -1,0 +1,3 @@
+-- edge::write, a transaction's end: the commit, then the events' steps (write/publish).
+COMMIT;
+\include write/publish
