@@ -39,7 +39,7 @@ async fn keyed(app: &TestApp, path: &str, key: &str, body: &Value) -> Answer {
 }
 
 /// Waits until a connection to the app's database waits for a lock: the request holding `key` is
-/// then inside its transaction, past taking the key.
+/// then inside its write, past taking the key.
 async fn until_a_request_waits_for_a_lock(app: &TestApp) {
     app.until_requests_wait_for_a_lock(1).await
 }
@@ -74,8 +74,8 @@ async fn a_duplicate_of_a_request_still_in_flight_is_refused_with_409_in_use() {
     let body = json!({"reason": "held"});
     let key = format!("held-{}", unique());
 
-    // The test holds the worker's row lock, so the first pause waits inside its transaction,
-    // holding the key, until the test lets go.
+    // The test holds the worker's row lock, so the first pause waits inside its write, holding
+    // the key, until the test lets go.
     let mut holder = app.db.client().await.unwrap();
     let lock = holder.transaction().await.unwrap();
     lock.execute("SELECT 1 FROM workers WHERE id = 'w_held' FOR UPDATE", &[])
@@ -287,7 +287,7 @@ async fn two_requests_racing_on_a_key_past_redis_make_one_change_and_one_replay(
     let app = spawn_app().await;
     let key = format!("raced-{}", unique());
     let registration = json!({"workspace_id": WORKSPACE});
-    // The test holds back every audit insert, so both requests wait inside their transactions.
+    // The test holds back every audit insert, so both requests wait inside their writes.
     let mut holder = app.db.client().await.unwrap();
     let lock = holder.transaction().await.unwrap();
     lock.execute("LOCK TABLE worker_transitions IN SHARE MODE", &[])
