@@ -138,7 +138,7 @@ where
     door(context, request, async |mut db, keyed| {
         for _ in 0..UNLOCKED_TRIES {
             let mut tx = Tx::new(db, context);
-            let ended = one_statement(&mut tx, keyed, &change).await;
+            let ended = decide(&mut tx, keyed, &change).await;
             db = tx.db;
             if let Some(ended) = ended? {
                 return Ok(Committed::new(db, ended));
@@ -263,7 +263,10 @@ where
     let mut tx = Tx::new(db, context);
     // Whatever fails from here on ends the transaction first: under Spin a connection goes back
     // to the pool as it is, and the next request to draw it must not inherit this one's work.
-    let ended = match inside(&mut tx, keyed, change).await {
+    let decided = decide(&mut tx, keyed, change).await.and_then(|ended| {
+        ended.ok_or_else(|| ApiError::Internal("a row locked by the transaction changed".into()))
+    });
+    let ended = match decided {
         Ok(ended) => ended,
         Err(error) => {
             tx.db.abandon().await;
@@ -287,46 +290,16 @@ enum Ended {
     Replayed(Reply),
 }
 
-/// Everything between `BEGIN` and `COMMIT`.
-async fn inside<F>(tx: &mut Tx, keyed: Option<&Keyed>, change: F) -> Result<Ended, ApiError>
+/// The change and the statement that settles it, inside a transaction or as that one statement;
+/// `None` when the statement wrote nothing because a row read without a lock had changed since.
+async fn decide<F>(tx: &mut Tx, keyed: Option<&Keyed>, change: F) -> Result<Option<Ended>, ApiError>
 where
     F: AsyncFnOnce(&mut Tx) -> Result<Reply, ApiError>,
 {
     let reply = match (change(tx).await, keyed) {
         (Ok(reply), _) => reply,
         (Err(error), Some(keyed)) if rules::is_recordable(error.status()) => {
-            tx.db.execute("ROLLBACK", []).await?;
-            return record_refusal(&tx.db, keyed, &error).await;
-        }
-        (Err(error), _) => return Err(error),
-    };
-    let settlement = tx.settlement(keyed.map(|keyed| keyed.record(&reply)));
-    match (settle(&tx.db, settlement).await?, keyed) {
-        (Ok(events), _) => Ok(Ended::Committed(reply, events)),
-        (Err(Lost::KeyRecorded), Some(keyed)) => {
-            tx.db.execute("ROLLBACK", []).await?;
-            Ok(Ended::Replayed(keyed.replay_recorded(&tx.db).await?))
-        }
-        (Err(lost), _) => Err(ApiError::Internal(format!(
-            "a write under its locks found {lost:?}"
-        ))),
-    }
-}
-
-/// A write of one statement, outside any transaction; `None` when it wrote nothing because a row
-/// it read had changed.
-async fn one_statement<F>(
-    tx: &mut Tx,
-    keyed: Option<&Keyed>,
-    change: &F,
-) -> Result<Option<Ended>, ApiError>
-where
-    F: AsyncFn(&mut Tx) -> Result<Reply, ApiError>,
-{
-    let reply = match (change(tx).await, keyed) {
-        (Ok(reply), _) => reply,
-        // Decided on rows as they were when read: a refusal answers for that moment.
-        (Err(error), Some(keyed)) if rules::is_recordable(error.status()) => {
+            roll_back_if_open(&tx.db).await?;
             return record_refusal(&tx.db, keyed, &error).await.map(Some);
         }
         (Err(error), _) => return Err(error),
@@ -335,6 +308,7 @@ where
     Ok(match (settle(&tx.db, settlement).await?, keyed) {
         (Ok(events), _) => Some(Ended::Committed(reply, events)),
         (Err(Lost::KeyRecorded), Some(keyed)) => {
+            roll_back_if_open(&tx.db).await?;
             Some(Ended::Replayed(keyed.replay_recorded(&tx.db).await?))
         }
         (Err(Lost::Stale), _) => None,
@@ -342,6 +316,14 @@ where
             return Err(ApiError::Internal("an unkeyed write found a key".into()));
         }
     })
+}
+
+/// Ends the transaction the change ran in, if any, undoing it: what follows is written on its own.
+async fn roll_back_if_open(db: &Db) -> Result<(), ApiError> {
+    if db.in_transaction() {
+        db.execute("ROLLBACK", []).await?;
+    }
+    Ok(())
 }
 
 /// A refusal is an answer too: recorded without the change, so a retry gets the same answer.
