@@ -67,12 +67,16 @@ async fn pause_of_a_running_worker(app: &TestApp, id: &str) -> String {
     format!("/api/supervisor/workers/{id}/pause")
 }
 
+/// A keyed pause of running worker `id`: its path, a body giving `id` as the reason, a fresh key.
+async fn keyed_pause_of_a_running_worker(app: &TestApp, id: &str) -> (String, Value, String) {
+    let path = pause_of_a_running_worker(app, id).await;
+    (path, json!({"reason": id}), format!("{id}-{}", unique()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_of_a_request_still_in_flight_is_refused_with_409_in_use() {
     let app = spawn_app().await;
-    let path = &pause_of_a_running_worker(&app, "w_held").await;
-    let body = json!({"reason": "held"});
-    let key = format!("held-{}", unique());
+    let (path, body, key) = &keyed_pause_of_a_running_worker(&app, "w_held").await;
 
     // The test holds the worker's row lock, so the first pause waits inside its write, holding
     // the key, until the test lets go.
@@ -460,9 +464,7 @@ async fn a_key_or_precondition_with_bytes_outside_ascii_is_refused_not_ignored()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_rolled_back_to_break_a_deadlock_is_a_503_its_retry_completes() {
     let app = spawn_app().await;
-    let path = &pause_of_a_running_worker(&app, "w_deadlock").await;
-    let body = json!({"reason": "deadlock"});
-    let key = format!("deadlock-{}", unique());
+    let (path, body, key) = &keyed_pause_of_a_running_worker(&app, "w_deadlock").await;
 
     // The test holds the RUNNING counter the pause will decrement, so the pause waits for it
     // holding the worker's row; then the test asks for that row. The pause waited first, so its
@@ -508,9 +510,7 @@ async fn a_write_rolled_back_to_break_a_deadlock_is_a_503_its_retry_completes() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_whose_worker_changed_after_it_was_read_is_decided_again() {
     let app = spawn_app().await;
-    let path = &pause_of_a_running_worker(&app, "w_raced").await;
-    let body = json!({"reason": "raced"});
-    let key = format!("raced-{}", unique());
+    let (path, body, key) = &keyed_pause_of_a_running_worker(&app, "w_raced").await;
 
     // The change commits while the pause's write waits for its row: after the pause read it.
     let mut holder = app.db.client().await.unwrap();

@@ -33,7 +33,6 @@ pub struct Settlement<'a> {
 }
 
 /// Why the statement wrote nothing: it failed as a whole (migration 0012).
-#[derive(Debug, PartialEq)]
 pub enum Lost {
     /// Another request's record of the key is live (or committed while this one waited for it).
     KeyRecorded,
@@ -69,13 +68,14 @@ pub async fn settle(
     if statement.parts.is_empty() {
         return Ok(Ok(Vec::new()));
     }
-    let changed = statement
-        .changes
-        .iter()
-        .map(|name| format!("EXISTS (SELECT 1 FROM {name})"))
-        .chain(["true".to_owned()])
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let changed = match statement.changes.as_slice() {
+        [] => "true".to_owned(),
+        changes => changes
+            .iter()
+            .map(|name| format!("EXISTS (SELECT 1 FROM {name})"))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+    };
     let sql = format!(
         "WITH {} SELECT settle_check({recorded}, {changed}), {positions}",
         statement.parts.join(", ")
