@@ -601,8 +601,19 @@ impl TestApp {
         counts
     }
 
+    /// A connection of the test's own, inside a transaction that ran `statements`: it holds the
+    /// locks they took until the test sends `COMMIT` or `ROLLBACK`.
+    pub async fn holding(&self, statements: &str) -> DbClient {
+        let holder = self.db.client().await.unwrap();
+        holder
+            .batch_execute(&format!("BEGIN; {statements}"))
+            .await
+            .unwrap();
+        holder
+    }
+
     /// Waits until `count` connections to the app's database wait for a lock: requests blocked
-    /// behind a row the test holds are then inside their transactions.
+    /// behind a row the test holds are then inside their writes.
     pub async fn until_requests_wait_for_a_lock(&self, count: i64) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let waiting = "SELECT count(*) FROM pg_stat_activity \

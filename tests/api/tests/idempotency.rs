@@ -80,11 +80,9 @@ async fn a_duplicate_of_a_request_still_in_flight_is_refused_with_409_in_use() {
 
     // The test holds the worker's row lock, so the first pause waits inside its write, holding
     // the key, until the test lets go.
-    let mut holder = app.db.client().await.unwrap();
-    let lock = holder.transaction().await.unwrap();
-    lock.execute("SELECT 1 FROM workers WHERE id = 'w_held' FOR UPDATE", &[])
-        .await
-        .unwrap();
+    let holder = app
+        .holding("SELECT 1 FROM workers WHERE id = 'w_held' FOR UPDATE")
+        .await;
     let first = keyed_in_background(&app, path, &supervisor_writer(None), &key, &body);
     until_a_request_waits_for_a_lock(&app).await;
 
@@ -94,7 +92,7 @@ async fn a_duplicate_of_a_request_still_in_flight_is_refused_with_409_in_use() {
     assert_error_answer(&duplicate, 409, "IDEMPOTENCY_KEY_IN_USE");
     assert!(!first.is_finished(), "the first request went past the lock");
 
-    lock.rollback().await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
     let first = first.await.unwrap();
     assert_eq!((first.status, first.replayed()), (200, false), "{first:?}");
     assert_eq!(first.json()["status"], "PAUSED");
@@ -292,11 +290,9 @@ async fn two_requests_racing_on_a_key_past_redis_make_one_change_and_one_replay(
     let key = format!("raced-{}", unique());
     let registration = json!({"workspace_id": WORKSPACE});
     // The test holds back every audit insert, so both requests wait inside their writes.
-    let mut holder = app.db.client().await.unwrap();
-    let lock = holder.transaction().await.unwrap();
-    lock.execute("LOCK TABLE worker_transitions IN SHARE MODE", &[])
-        .await
-        .unwrap();
+    let holder = app
+        .holding("LOCK TABLE worker_transitions IN SHARE MODE")
+        .await;
     let send = || keyed_in_background(&app, WORKERS, &supervisor_writer(None), &key, &registration);
     let first = send();
     app.until_requests_wait_for_a_lock(1).await;
@@ -304,7 +300,7 @@ async fn two_requests_racing_on_a_key_past_redis_make_one_change_and_one_replay(
     let second = send();
     app.until_requests_wait_for_a_lock(2).await;
 
-    lock.rollback().await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
     let mut answers = [first.await.unwrap(), second.await.unwrap()];
     answers.sort_by_key(Answer::replayed);
     let [made, replayed] = &answers;
@@ -399,9 +395,7 @@ async fn heartbeats_and_releases_in_flight_refuse_their_duplicates_too() {
     ];
     for (path, body, hold) in cases {
         let key = format!("held-{}", unique());
-        let mut holder = app.db.client().await.unwrap();
-        let lock = holder.transaction().await.unwrap();
-        lock.execute(hold.as_str(), &[]).await.unwrap();
+        let holder = app.holding(&hold).await;
         let first = keyed_in_background(&app, &path, &member(), &key, &body);
         until_a_request_waits_for_a_lock(&app).await;
         let bearer = member();
@@ -410,7 +404,7 @@ async fn heartbeats_and_releases_in_flight_refuse_their_duplicates_too() {
             .await
             .expect("the duplicate is refused at once");
         assert_error_answer(&duplicate, 409, "IDEMPOTENCY_KEY_IN_USE");
-        lock.rollback().await.unwrap();
+        holder.batch_execute("ROLLBACK").await.unwrap();
         assert_eq!(first.await.unwrap().status, 200, "{path}");
     }
 }
@@ -469,24 +463,19 @@ async fn a_write_rolled_back_to_break_a_deadlock_is_a_503_its_retry_completes() 
     // The test holds the RUNNING counter the pause will decrement, so the pause waits for it
     // holding the worker's row; then the test asks for that row. The pause waited first, so its
     // deadlock check runs first and it is the one rolled back.
-    let mut holder = app.db.client().await.unwrap();
-    let lock = holder.transaction().await.unwrap();
-    lock.execute(
-        "SELECT 1 FROM worker_counts WHERE workspace_id = $1 AND status = 'RUNNING' \
-             AND stripe = worker_counts_stripe('w_deadlock') FOR UPDATE",
-        &[&WORKSPACE],
-    )
-    .await
-    .unwrap();
+    let holder = app
+        .holding(&format!(
+            "SELECT 1 FROM worker_counts WHERE workspace_id = '{WORKSPACE}' AND status = 'RUNNING' \
+             AND stripe = worker_counts_stripe('w_deadlock') FOR UPDATE"
+        ))
+        .await;
     let pause = keyed_in_background(&app, path, &supervisor_writer(None), &key, &body);
     until_a_request_waits_for_a_lock(&app).await;
-    lock.execute(
-        "SELECT 1 FROM workers WHERE id = 'w_deadlock' FOR UPDATE",
-        &[],
-    )
-    .await
-    .unwrap();
-    lock.rollback().await.unwrap();
+    holder
+        .batch_execute("SELECT 1 FROM workers WHERE id = 'w_deadlock' FOR UPDATE")
+        .await
+        .unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
 
     let refused = pause.await.unwrap();
     assert!(refused.headers.contains_key("retry-after"));
@@ -513,19 +502,15 @@ async fn a_move_whose_worker_changed_after_it_was_read_is_decided_again() {
     let (path, body, key) = &keyed_pause_of_a_running_worker(&app, "w_raced").await;
 
     // The change commits while the pause's write waits for its row: after the pause read it.
-    let mut holder = app.db.client().await.unwrap();
-    let meanwhile = holder.transaction().await.unwrap();
-    meanwhile
-        .execute(
+    let meanwhile = app
+        .holding(
             "UPDATE workers SET metadata = '{\"changed\": \"meanwhile\"}', version = version + 1 \
              WHERE id = 'w_raced'",
-            &[],
         )
-        .await
-        .unwrap();
+        .await;
     let pause = keyed_in_background(&app, path, &supervisor_writer(None), &key, &body);
     until_a_request_waits_for_a_lock(&app).await;
-    meanwhile.commit().await.unwrap();
+    meanwhile.batch_execute("COMMIT").await.unwrap();
 
     let paused = pause.await.unwrap();
     assert_eq!(paused.status, 200, "{paused:?}");
