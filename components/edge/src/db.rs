@@ -156,11 +156,7 @@ impl Db {
         outcomes: &[&'static str],
     ) -> Result<Result<Row, &'static str>, ApiError> {
         match self.running(self.query(sql, params), outcomes).await {
-            Ok(rows) => rows
-                .into_iter()
-                .next()
-                .map(Ok)
-                .ok_or_else(|| ApiError::Internal(format!("no row from: {sql}"))),
+            Ok(rows) => the_one_row(rows, sql).map(Ok),
             Err(Failed::Raised(code)) => Ok(Err(code)),
             Err(Failed::Error(e)) => Err(e),
         }
@@ -180,9 +176,7 @@ impl Db {
         sql: &str,
         params: impl Into<Vec<ParameterValue>>,
     ) -> Result<Row, ApiError> {
-        self.optional_row(sql, params)
-            .await?
-            .ok_or_else(|| ApiError::Internal(format!("no row from: {sql}")))
+        the_one_row(self.rows(sql, params).await?, sql)
     }
 
     pub async fn optional_row(
@@ -253,6 +247,13 @@ impl Db {
         }
         answer
     }
+}
+
+/// The first row of what `sql` returned, which must have returned one.
+fn the_one_row(rows: Vec<Row>, sql: &str) -> Result<Row, ApiError> {
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal(format!("no row from: {sql}")))
 }
 
 /// How a statement failed.
