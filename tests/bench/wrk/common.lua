@@ -21,6 +21,10 @@ sent = 0
 
 function init(args)
     math.randomseed(os.time() * 100 + thread_id)
+    -- wrk calls request() once on the first thread to check it, before sending anything: that call must not
+    -- use up the first half of a member's cycle, or the member's second request (a slice later) would find it
+    -- never moved and be refused (409).
+    if thread_id == 0 then sent = -1 end
 end
 
 -- The request's headers: the common ones plus `extra` (wrk.format replaces, not merges).
