@@ -51,20 +51,17 @@ pub fn resume(last_event_id: Option<&str>, query: &Query) -> Result<Resume, ApiE
     }
 }
 
-/// The doorbells a published batch rings, each with the `seq` it rings with: every workspace in
-/// the batch (`Some`) with its last event's, and all workspaces (`None`) with the batch's last. Once
-/// per workspace, however many of its events the batch holds (a drained backlog holds hundreds).
-pub fn doorbells(batch: &[Envelope]) -> Vec<(Option<&WorkspaceId>, i64)> {
-    let mut rings: Vec<(Option<&WorkspaceId>, i64)> = Vec::new();
+/// The workspace doorbells a published batch rings, each with the `seq` it rings with: every
+/// workspace in the batch with its last event's. Once per workspace, however many of its events the
+/// batch holds (a drained backlog holds hundreds). The doorbell of all workspaces is the head the
+/// publishing script keeps itself (the newest `seq` it sent).
+pub fn doorbells(batch: &[Envelope]) -> Vec<(&WorkspaceId, i64)> {
+    let mut rings: Vec<(&WorkspaceId, i64)> = Vec::new();
     for event in batch {
-        let workspace = Some(&event.workspace_id);
-        match rings.iter_mut().find(|(rung, _)| *rung == workspace) {
+        match rings.iter_mut().find(|(rung, _)| *rung == &event.workspace_id) {
             Some(ring) => ring.1 = ring.1.max(event.seq),
-            None => rings.push((workspace, event.seq)),
+            None => rings.push((&event.workspace_id, event.seq)),
         }
-    }
-    if let Some(last) = batch.iter().map(|event| event.seq).max() {
-        rings.push((None, last));
     }
     rings
 }
@@ -269,17 +266,17 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_rings_each_workspace_once_with_its_last_seq_and_all_with_the_batch_last() {
+    fn a_batch_rings_each_workspace_once_with_its_last_seq() {
         let batch = [
             event_in("a", 7, EventType::JobSubmitted, "j_1"),
             event_in("b", 8, EventType::JobSubmitted, "j_2"),
             event_in("a", 9, EventType::JobStateChanged, "j_1"),
         ];
-        let rings: Vec<(Option<&str>, i64)> = doorbells(&batch)
+        let rings: Vec<(&str, i64)> = doorbells(&batch)
             .into_iter()
-            .map(|(workspace, seq)| (workspace.map(WorkspaceId::as_str), seq))
+            .map(|(workspace, seq)| (workspace.as_str(), seq))
             .collect();
-        assert_eq!(rings, [(Some("a"), 9), (Some("b"), 8), (None, 9)]);
+        assert_eq!(rings, [("a", 9), ("b", 8)]);
         assert!(doorbells(&[]).is_empty());
     }
 

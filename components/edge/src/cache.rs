@@ -42,15 +42,27 @@ const CLAIM: &str = "local r = redis.call('GET', KEYS[1]) \
 const FINISH: &str = "if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end \
     redis.call('DEL', KEYS[2]) return 1";
 
-/// Publishes the payloads (`ARGV[2 ..= ARGV[1] + 1]`) to the channel (`KEYS[1]`), in order, then
-/// rings the doorbells live reads watch: each key after the channel (`KEYS[j]`) is set to its `seq`
-/// (`ARGV[ARGV[1] + j]`; see [`orchestrator_core::live::doorbells`]). In one script, so a doorbell
-/// never rings before the events it announces are out. A doorbell lasts a day after its last ring:
-/// one that expired rings as it is set again.
-const PUBLISH_ALL: &str = "local n = tonumber(ARGV[1]) \
-    for i = 2, n + 1 do redis.call('PUBLISH', KEYS[1], ARGV[i]) end \
-    for j = 2, #KEYS do redis.call('SET', KEYS[j], ARGV[n + j], 'EX', 86400) end \
-    return n";
+/// Publishes the batch's events (`seq` in `ARGV[1 + i]`, payload in `ARGV[1 + n + i]`, `n` in
+/// `ARGV[1]`) to the channel (`KEYS[1]`) in order, but only those above the head (`KEYS[2]`: the
+/// newest `seq` published, the doorbell of every workspace), which then moves to the last sent. So
+/// the channel carries `seq`s in strictly increasing order however publishers race, and an event
+/// is sent once however many batches hold it (migration 0014). When it sent any, it rings the
+/// doorbells of the batch's workspaces too: each key after the head (`KEYS[j]`) is set to its
+/// `seq` (`ARGV[2n + j - 1]`; see [`orchestrator_core::live::doorbells`]). In one script, so a
+/// doorbell never rings before the events it announces are out. A doorbell lasts a day after its
+/// last ring: one that expired rings as it is set again.
+const PUBLISH_NEW: &str = "local n = tonumber(ARGV[1]) \
+    local before = tonumber(redis.call('GET', KEYS[2]) or 0) \
+    local head = before \
+    for i = 1, n do \
+        local seq = tonumber(ARGV[1 + i]) \
+        if seq > head then redis.call('PUBLISH', KEYS[1], ARGV[1 + n + i]) head = seq end \
+    end \
+    if head > before then \
+        redis.call('SET', KEYS[2], head, 'EX', 86400) \
+        for j = 3, #KEYS do redis.call('SET', KEYS[j], ARGV[2 * n + j - 1], 'EX', 86400) end \
+    end \
+    return head";
 
 #[derive(Serialize, Deserialize)]
 struct Cached {
@@ -173,33 +185,34 @@ impl Cache {
         }
     }
 
-    /// Publishes `events` in order and rings their doorbells, in one round trip. Should it fail,
-    /// any of them may have gone out: delivery is at-least-once.
-    pub async fn publish(&self, channel: &str, events: &[Envelope]) -> Result<(), ApiError> {
-        if events.is_empty() {
+    /// Publishes those of `batch` (in `seq` order) that Redis has not sent yet, and rings their
+    /// doorbells, in one round trip: once it has run, every event of the batch is out. Should it
+    /// fail, any of them may have gone out: delivery is at-least-once.
+    pub async fn publish(&self, channel: &str, batch: &[Envelope]) -> Result<(), ApiError> {
+        if batch.is_empty() {
             return Ok(());
         }
         let binary = |text: &str| RedisParameter::Binary(text.as_bytes().to_vec());
-        let doorbells = orchestrator_core::live::doorbells(events);
+        let rung = orchestrator_core::live::doorbells(batch);
         let mut arguments = vec![
-            binary(PUBLISH_ALL),
-            RedisParameter::Int64(1 + doorbells.len() as i64),
+            binary(PUBLISH_NEW),
+            RedisParameter::Int64(2 + rung.len() as i64),
             binary(channel),
+            binary(&self.keys.events_head(None)),
         ];
-        for (workspace, _) in &doorbells {
+        for (workspace, _) in &rung {
             arguments.push(binary(
-                &self.keys.events_head(workspace.map(WorkspaceId::as_str)),
+                &self.keys.events_head(Some(workspace.as_str())),
             ));
         }
-        arguments.push(RedisParameter::Int64(events.len() as i64));
-        for event in events {
+        arguments.push(RedisParameter::Int64(batch.len() as i64));
+        arguments.extend(batch.iter().map(|event| RedisParameter::Int64(event.seq)));
+        for event in batch {
             let payload =
                 serde_json::to_vec(event).map_err(|e| ApiError::Internal(e.to_string()))?;
             arguments.push(RedisParameter::Binary(payload));
         }
-        for (_, seq) in &doorbells {
-            arguments.push(RedisParameter::Int64(*seq));
-        }
+        arguments.extend(rung.iter().map(|(_, seq)| RedisParameter::Int64(*seq)));
         self.connection
             .execute("EVAL", arguments)
             .await

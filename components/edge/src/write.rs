@@ -361,47 +361,34 @@ fn replay(
 }
 
 impl Committed {
-    /// Gives the committed events their `seq`, then publishes them unless another request's publish
-    /// has already sent them: two short steps, each under a lock of its own (migration 0007). The stamp needs only Postgres, so catch-up reads see the
-    /// events whether or not Redis is up. Publishing falls to whichever request holds its lock
-    /// when the events are numbered; it publishes them with all before them, in `seq` order, and
-    /// marks them in the same transaction, which a failed publish rolls back: the events then wait
-    /// for a later request. Failures are logged; an event left without a `seq` is stamped by the
-    /// next writer or catch-up read.
+    /// Gives the committed events their `seq` (a short step under the lock that numbers events),
+    /// then, if this request numbered them, publishes every event not yet published: a batch read
+    /// without a lock, sent to Redis (which sends only what it has not sent yet, in `seq` order),
+    /// then marked (migrations 0007 and 0014). A request whose events another numbered leaves them
+    /// to it. Without Redis the events are only stamped, so catch-up reads see them; they go out
+    /// with a later request's batch. Failures are logged; an event left without a `seq` is stamped
+    /// by the next writer or catch-up read, one left unmarked goes out with the next batch.
     async fn publish(&self, cache: Option<&Cache>, channel: &str) {
         if self.events.is_empty() {
             return;
         }
         let outcome = async {
-            let unpublished = events::stamp(&self.db, &self.events).await?;
-            match cache {
-                Some(cache) if unpublished => {
-                    publish_stamped(&self.db, cache, channel, &self.events).await
-                }
-                _ => Ok(()),
-            }
+            let stamped = events::stamp(&self.db, &self.events).await?;
+            let Some(cache) = cache.filter(|_| stamped) else {
+                return Ok(());
+            };
+            let batch = events::unpublished(&self.db).await?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            // Once the script has run, every event of the batch is out: sent by it, or before it
+            // (the head had passed it). So the batch is marked even when it sent none, or events
+            // another publisher sent and failed to mark would be read, and skipped, forever.
+            cache.publish(channel, &batch).await?;
+            events::published_through(&self.db, last.seq).await
         };
         if let Err(e) = outcome.await {
             eprintln!("events not published yet: {e}");
         }
     }
-}
-
-async fn publish_stamped(
-    db: &Db,
-    cache: &Cache,
-    channel: &str,
-    own: &[i64],
-) -> Result<(), ApiError> {
-    db.execute("BEGIN", []).await?;
-    let published = async {
-        let batch = events::to_publish(db, own).await?;
-        cache.publish(channel, &batch).await?;
-        db.execute("COMMIT", []).await
-    }
-    .await;
-    if published.is_err() {
-        db.abandon().await;
-    }
-    published.map(drop)
 }

@@ -177,7 +177,7 @@ async fn writers_waiting_to_stamp_wait_together_and_find_their_events_stamped() 
         assert_eq!(app.select_int(waiting_shared).await, WAITING);
         stamping
             .execute(
-                "SELECT events_stamp(ARRAY(SELECT pos FROM events WHERE seq IS NULL))",
+                "SELECT events_stamp_turn(ARRAY(SELECT pos FROM events WHERE seq IS NULL))",
                 &[],
             )
             .await

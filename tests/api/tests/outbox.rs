@@ -181,3 +181,30 @@ async fn events_a_dead_writer_left_unnumbered_are_read_and_published_in_order() 
     assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{seqs:?}");
     assert!(app.events().await.iter().all(|e| e.published));
 }
+
+#[tokio::test]
+async fn events_sent_but_never_marked_are_marked_by_a_later_batch_and_not_sent_again() {
+    /// How many events a write publishes at most (edge's `PUBLISH_BATCH`).
+    const BATCH: usize = 200;
+    let app = spawn_app().await;
+    for n in 0..BATCH {
+        app.register_worker(&format!("w_{n}"), WORKSPACE).await;
+    }
+    // As the publishers of all of them would leave them had each died between its publish and its
+    // mark: out on the channel (Redis's head has passed them), unmarked in the outbox.
+    app.run_sql(
+        "ALTER TABLE events DISABLE TRIGGER events_guard; \
+         UPDATE events SET published_at = NULL; \
+         ALTER TABLE events ENABLE TRIGGER events_guard",
+    )
+    .await;
+
+    let mut subscriber = app.subscribe().await;
+    // Its batch is a full one of those: it sends none of them again, and marks them all…
+    app.register_worker("w_after", WORKSPACE).await;
+    // …so the next batch holds the two new events, which go out once each and in order.
+    app.register_worker("w_next", WORKSPACE).await;
+    let received = subscriber.receive_exactly(2).await;
+    assert_eq!(subjects(&received), ["w_after", "w_next"]);
+    assert!(app.events().await.iter().all(|e| e.published));
+}

@@ -1,8 +1,9 @@
 //! `events`: the outbox. Events are written in the transaction of the change
 //! they describe, without a `seq`; after the commit, [`stamp`] numbers them
-//! (with everything else committed by then) and [`to_publish`] hands a batch
-//! of numbered ones to the request that then publishes them to Redis. Why in
-//! two steps, and what that promises readers and subscribers: migration 0007.
+//! (with everything else committed by then), and the request that numbered them
+//! reads the numbered ones not yet published ([`unpublished`]), publishes them
+//! to Redis and marks them ([`published_through`]). Why the order is kept this way, and what that
+//! promises readers and subscribers: migrations 0007 and 0014.
 
 use super::ms;
 use super::settle::Statement;
@@ -45,34 +46,45 @@ pub(super) fn with_insert(statement: &mut Statement, events: &[NewEvent]) -> Opt
 
 /// Gives `own` (committed events, by `pos`) their `seq`, with every other committed event still
 /// waiting, unless another writer's stamp has done it already. Not inside a transaction: the lock
-/// that orders events is held for this statement alone. Returns whether any of `own` is still
-/// unpublished: under load another writer's publish has often sent them already (migration 0009).
+/// that orders events is held for this statement alone. Whether this call stamped them: that
+/// writer publishes what it stamped, the others leave their events to it (migration 0014).
 pub async fn stamp(db: &Db, own: &[i64]) -> Result<bool, ApiError> {
-    db.row("SELECT events_stamp($1::int8[])", [positions(own)])
+    db.row("SELECT events_stamp_turn($1::int8[])", [positions(own)])
         .await?
         .boolean(0)
 }
 
-/// How many events one request publishes at most: its own and those waiting before them.
+/// How many events one request publishes at most: those it stamped and those waiting before them.
 const PUBLISH_BATCH: i32 = 200;
 
-/// Unless `own` are published already, marks the oldest numbered events not yet published (up to
-/// [`PUBLISH_BATCH`], `own` among them unless a Redis outage left more waiting) and returns them in
-/// `seq` order. Inside a transaction: publish them, then commit; roll back if the publish fails.
-pub async fn to_publish(db: &Db, own: &[i64]) -> Result<Vec<Envelope>, ApiError> {
-    let sql = format!("SELECT {ENVELOPE} FROM events_publish($1::int8[], $2::int4)");
-    db.rows(&sql, [positions(own), PUBLISH_BATCH.into()])
-        .await?
-        .iter()
-        .map(envelope)
-        .collect()
+/// The batch to publish: the oldest stamped events not yet marked published (up to
+/// [`PUBLISH_BATCH`]), in `seq` order. Read without a lock: successive stampers may send the same
+/// events, and Redis sends each once (see [`crate::cache::Cache::publish`]); mark them with
+/// [`published_through`] once sent.
+pub async fn unpublished(db: &Db) -> Result<Vec<Envelope>, ApiError> {
+    let sql = format!(
+        "SELECT {ENVELOPE} FROM events WHERE published_at IS NULL AND seq IS NOT NULL \
+         ORDER BY seq LIMIT $1::int4"
+    );
+    envelopes(db.rows(&sql, [PUBLISH_BATCH.into()]).await?)
+}
+
+/// Marks the events up to `seq` published: a batch that far has been sent.
+pub async fn published_through(db: &Db, seq: i64) -> Result<(), ApiError> {
+    db.execute("SELECT events_published_through($1::int8)", [seq.into()])
+        .await
+        .map(drop)
+}
+
+fn envelopes(rows: Vec<Row>) -> Result<Vec<Envelope>, ApiError> {
+    rows.iter().map(envelope).collect()
 }
 
 /// Stamps events whose writer committed them over a second ago and never stamped them (it died in
 /// between), so that a catch-up read does not wait for the next write to see them.
 async fn stamp_stragglers(db: &Db) -> Result<(), ApiError> {
     db.execute(
-        "SELECT events_stamp(ARRAY(SELECT pos FROM events \
+        "SELECT events_stamp_turn(ARRAY(SELECT pos FROM events \
              WHERE seq IS NULL AND occurred_at < now() - interval '1 second'))",
         [],
     )
@@ -160,5 +172,5 @@ pub async fn after(
             db.rows(&sql, [after_seq.into(), limit.into()]).await?
         }
     };
-    rows.iter().map(envelope).collect()
+    envelopes(rows)
 }

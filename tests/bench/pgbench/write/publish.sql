@@ -1,10 +1,12 @@
--- edge::write, after the change has committed: the events stamped with their seq, and unless another writer's
--- publish sent them already, published (marked, in a transaction that would send them to Redis before its commit).
-SELECT events_stamp(:own::int8[])::int AS unpublished \gset
-\if :unpublished
-BEGIN;
-SELECT seq, id::text, type, (extract(epoch from occurred_at) * 1000)::int8, workspace_id, subject_kind, subject_id,
-       actor, data
-FROM events_publish(:own::int8[], 200);
-COMMIT;
+-- edge::write, after the change has committed: the events stamped with their seq, and when this writer stamped them,
+-- the batch not yet published read (it then goes to Redis) and marked.
+SELECT events_stamp_turn(:own::int8[])::int AS stamped \gset
+\if :stamped
+SELECT count(*) AS batch, coalesce(max(seq), 0) AS through FROM (
+    SELECT seq, id::text, type, (extract(epoch from occurred_at) * 1000)::int8, workspace_id, subject_kind,
+           subject_id, actor, data
+    FROM events WHERE published_at IS NULL AND seq IS NOT NULL ORDER BY seq LIMIT 200) b \gset
+\if :batch
+SELECT events_published_through(:through);
+\endif
 \endif
