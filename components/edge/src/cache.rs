@@ -50,16 +50,18 @@ const FINISH: &str = "if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 
 /// doorbells of the batch's workspaces too: each key after the head (`KEYS[j]`) is set to its
 /// `seq` (`ARGV[2n + j - 1]`; see [`orchestrator_core::live::doorbells`]). In one script, so a
 /// doorbell never rings before the events it announces are out. A doorbell lasts a day after its
-/// last ring: one that expired rings as it is set again.
+/// last ring: one that expired rings as it is set again. `seq`s are compared as Lua numbers
+/// (doubles: exact below 2^53, some 9 × 10^15 events), and the head is set from the argument, which
+/// Lua would print in exponent notation past 14 digits.
 const PUBLISH_NEW: &str = "local n = tonumber(ARGV[1]) \
     local before = tonumber(redis.call('GET', KEYS[2]) or 0) \
-    local head = before \
+    local head, last = before, nil \
     for i = 1, n do \
         local seq = tonumber(ARGV[1 + i]) \
-        if seq > head then redis.call('PUBLISH', KEYS[1], ARGV[1 + n + i]) head = seq end \
+        if seq > head then redis.call('PUBLISH', KEYS[1], ARGV[1 + n + i]) head, last = seq, ARGV[1 + i] end \
     end \
-    if head > before then \
-        redis.call('SET', KEYS[2], head, 'EX', 86400) \
+    if last then \
+        redis.call('SET', KEYS[2], last, 'EX', 86400) \
         for j = 3, #KEYS do redis.call('SET', KEYS[j], ARGV[2 * n + j - 1], 'EX', 86400) end \
     end \
     return head";
