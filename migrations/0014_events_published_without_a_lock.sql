@@ -8,13 +8,15 @@
 -- not take turns, and a batch is no longer claimed before it is sent:
 --   * Only the writer that stamped publishes (events_stamp_turn): the writers whose events its stamp covered
 --     leave them to it, a statement after their stamp instead of four.
---   * Its batch is every stamped event not yet marked published (the oldest 200), read without a lock by a
---     statement of its own after the stamp has committed, so only committed seqs go out.
+--   * Its batch is every stamped event after the head not yet marked published (the oldest 200), read without a
+--     lock by a statement of its own after the stamp has committed, so only committed seqs go out. Those at or
+--     below the head are out already, marked or not: under load, mostly the batch another writer is marking.
 --   * Once the script has run, every event of the batch is out (sent by it, or before it: the head had passed
 --     it), so the writer marks the whole batch (events_published_through), whether or not the script sent any.
 -- Any snapshot sees a prefix of the seqs (0007: a batch of stamps commits before the next is numbered), so a batch
--- holds every unmarked event below its last: an event whose publisher failed before sending it goes out with a
--- later batch, in order, and one sent but left unmarked is skipped there by the head and marked.
+-- holds every unmarked event between the head it was read after and its last: an event whose publisher failed
+-- before sending it goes out with a later batch, in order, and one sent but left unmarked is marked by a later
+-- writer's mark, which covers everything up to its batch's last.
 --
 -- What the channel promises: every committed event at least once, in strictly increasing seq, and only committed
 -- seqs. A copy goes out only when Redis lost its head (a restart without persistence) while events it had sent

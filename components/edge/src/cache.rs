@@ -240,6 +240,15 @@ impl Cache {
         })
     }
 
+    /// The newest `seq` the channel has carried (0 when Redis has none: then nothing is known to
+    /// have gone out): every event up to it is out ([`PUBLISH_NEW`]).
+    pub async fn published_head(&self) -> Result<i64, ApiError> {
+        let head = self.events_head(None).await?;
+        Ok(head
+            .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse().ok())
+            .unwrap_or(0))
+    }
+
     async fn eval<const K: usize, const A: usize>(
         &self,
         script: &str,

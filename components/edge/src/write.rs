@@ -377,15 +377,18 @@ impl Committed {
             let Some(cache) = cache.filter(|_| stamped) else {
                 return Ok(());
             };
-            let batch = events::unpublished(&self.db).await?;
-            let Some(last) = batch.last() else {
-                return Ok(());
-            };
-            // Once the script has run, every event of the batch is out: sent by it, or before it
-            // (the head had passed it). So the batch is marked even when it sent none, or events
-            // another publisher sent and failed to mark would be read, and skipped, forever.
+            // Only what is after the head may still need sending: under load most of what is
+            // unmarked is the batch another stamper is sending and marking at this moment.
+            let head = cache.published_head().await?;
+            let batch = events::unpublished(&self.db, head).await?;
             cache.publish(channel, &batch).await?;
-            events::published_through(&self.db, last.seq).await
+            // Once the script has run, every event up to the batch's last is out: sent by it, or
+            // before it (the head had passed it). So all of them are marked, even when it sent
+            // none, or events another publisher sent and failed to mark would stay unmarked.
+            match batch.last().map_or(head, |last| last.seq) {
+                0 => Ok(()),
+                through => events::published_through(&self.db, through).await,
+            }
         };
         if let Err(e) = outcome.await {
             eprintln!("events not published yet: {e}");

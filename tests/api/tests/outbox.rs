@@ -200,9 +200,10 @@ async fn events_sent_but_never_marked_are_marked_by_a_later_batch_and_not_sent_a
     .await;
 
     let mut subscriber = app.subscribe().await;
-    // Its batch is a full one of those: it sends none of them again, and marks them all…
+    // The next writers send none of them again (all are at or below the head), and their marks
+    // cover them: a batch read from the oldest unmarked event, full of those, would stay full
+    // and stop the channel unless it were marked although it sent nothing.
     app.register_worker("w_after", WORKSPACE).await;
-    // …so the next batch holds the two new events, which go out once each and in order.
     app.register_worker("w_next", WORKSPACE).await;
     let received = subscriber.receive_exactly(2).await;
     assert_eq!(subjects(&received), ["w_after", "w_next"]);

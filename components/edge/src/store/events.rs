@@ -57,16 +57,17 @@ pub async fn stamp(db: &Db, own: &[i64]) -> Result<bool, ApiError> {
 /// How many events one request publishes at most: those it stamped and those waiting before them.
 const PUBLISH_BATCH: i32 = 200;
 
-/// The batch to publish: the oldest stamped events not yet marked published (up to
-/// [`PUBLISH_BATCH`]), in `seq` order. Read without a lock: successive stampers may send the same
-/// events, and Redis sends each once (see [`crate::cache::Cache::publish`]); mark them with
-/// [`published_through`] once sent.
-pub async fn unpublished(db: &Db) -> Result<Vec<Envelope>, ApiError> {
+/// The batch to publish: the oldest stamped events after `head` not yet marked published (up to
+/// [`PUBLISH_BATCH`]), in `seq` order. `head` is the newest `seq` the channel has carried: those
+/// before it are out, marked or not, so the batch holds only what may still need sending. Read
+/// without a lock: successive stampers may send the same events, and Redis sends each once (see
+/// [`crate::cache::Cache::publish`]); mark them with [`published_through`] once sent.
+pub async fn unpublished(db: &Db, head: i64) -> Result<Vec<Envelope>, ApiError> {
     let sql = format!(
-        "SELECT {ENVELOPE} FROM events WHERE published_at IS NULL AND seq IS NOT NULL \
-         ORDER BY seq LIMIT $1::int4"
+        "SELECT {ENVELOPE} FROM events WHERE published_at IS NULL AND seq > $1::int8 \
+         ORDER BY seq LIMIT $2::int4"
     );
-    envelopes(db.rows(&sql, [PUBLISH_BATCH.into()]).await?)
+    envelopes(db.rows(&sql, [head.into(), PUBLISH_BATCH.into()]).await?)
 }
 
 /// Marks the events up to `seq` published: a batch that far has been sent.

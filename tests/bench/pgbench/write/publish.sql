@@ -1,5 +1,6 @@
 -- edge::write, after the change has committed: the events stamped with their seq, and when this writer stamped them,
--- the batch not yet published read (it then goes to Redis) and marked.
+-- the batch not yet published read (it then goes to Redis) and marked. The app reads only after the seq Redis last
+-- sent, which pgbench cannot know; here nothing else sends, so every stamper's batch is what it stamped.
 SELECT events_stamp_turn(:own::int8[])::int AS stamped \gset
 \if :stamped
 SELECT count(*) AS batch, coalesce(max(seq), 0) AS through FROM (
