@@ -58,7 +58,10 @@ pub fn resume(last_event_id: Option<&str>, query: &Query) -> Result<Resume, ApiE
 pub fn doorbells(batch: &[Envelope]) -> Vec<(&WorkspaceId, i64)> {
     let mut rings: Vec<(&WorkspaceId, i64)> = Vec::new();
     for event in batch {
-        match rings.iter_mut().find(|(rung, _)| *rung == &event.workspace_id) {
+        match rings
+            .iter_mut()
+            .find(|(rung, _)| *rung == &event.workspace_id)
+        {
             Some(ring) => ring.1 = ring.1.max(event.seq),
             None => rings.push((&event.workspace_id, event.seq)),
         }

@@ -203,9 +203,7 @@ impl Cache {
             binary(&self.keys.events_head(None)),
         ];
         for (workspace, _) in &rung {
-            arguments.push(binary(
-                &self.keys.events_head(Some(workspace.as_str())),
-            ));
+            arguments.push(binary(&self.keys.events_head(Some(workspace.as_str()))));
         }
         arguments.push(RedisParameter::Int64(batch.len() as i64));
         arguments.extend(batch.iter().map(|event| RedisParameter::Int64(event.seq)));
