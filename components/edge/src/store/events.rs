@@ -2,8 +2,8 @@
 //! they describe, without a `seq`; after the commit, [`stamp`] numbers them
 //! (with everything else committed by then), and the request that numbered them
 //! reads the numbered ones not yet published ([`unpublished`]), publishes them
-//! to Redis and marks them ([`published_through`]). Why the order is kept this way, and what that
-//! promises readers and subscribers: migrations 0007 and 0014.
+//! to Redis and marks them ([`published_through`]). Why the order is kept this
+//! way, and what that promises readers and subscribers: migrations 0007 and 0014.
 
 use super::ms;
 use super::settle::Statement;
