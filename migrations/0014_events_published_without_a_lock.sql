@@ -21,10 +21,12 @@
 -- What the channel promises: every committed event at least once, in strictly increasing seq, and only committed
 -- seqs. A copy goes out only when Redis lost its head (a restart without persistence) while events it had sent
 -- were still unmarked; a mark lost in a Postgres crash (it commits without waiting for its flush) sends nothing
--- again, since the head has passed the event. `id` and `seq` tell copies apart. Events of a writer that stamped and then failed to publish (Redis out) wait,
--- stamped, for the next stamping writer, as before.
+-- again, since the head has passed the event. `id` and `seq` tell copies apart. The events of a writer that
+-- stamped and then could not publish (Redis out) wait, stamped, for the next stamping writer, as before.
 DROP FUNCTION events_publish(bigint[], integer);
 DROP FUNCTION events_stamp(bigint[]);
+DROP FUNCTION events_turn(bigint, bigint[], text);
+DROP FUNCTION events_left(bigint[], text);
 
 -- Numbers every committed event still without a seq, oldest insert first, above the highest seq: 0011's stamping
 -- UPDATE, for the holder of the stamping lock only. A function of its own, called as a statement after the lock is
@@ -37,18 +39,40 @@ BEGIN
 END
 $$;
 
--- Stamps the caller's events (p_own) when they still lack a seq, with every other committed event waiting, unless
--- another stamp has done it already (the waiting of 0011); true when this call stamped. It replaces events_stamp,
--- whose answer (whether the caller's events were still unpublished) no caller needs now. Call it on its own, not
--- inside a transaction. Events a catch-up read stamped for a writer that died (or stalled a second) go out with
--- the next stamping writer's batch.
-CREATE FUNCTION events_stamp_turn(p_own bigint[]) RETURNS boolean LANGUAGE plpgsql AS $$
+-- Whether any of the caller's events (p_own, their pos) still lacks its seq: 0011's events_left, whose other step
+-- (publishing) is gone.
+CREATE FUNCTION events_unstamped(p_own bigint[]) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF events_turn(hashtextextended('orchestrator:events.seq', 0), p_own, 'stamp') THEN
-        PERFORM events_number();
-        RETURN true;
+    RETURN EXISTS (SELECT 1 FROM events WHERE pos = ANY (p_own) AND seq IS NULL);
+END
+$$;
+
+-- Stamps the caller's events (p_own) when they still lack a seq, with every other committed event waiting, unless
+-- another stamp has done it already; true when this call stamped. The waiting is 0011's events_turn, for the one
+-- step left: a few rounds of waiting alongside the others for the holder (advisory_wait), then a plain queue.
+-- It replaces events_stamp, whose answer (whether the caller's events were still unpublished) no caller needs now.
+-- Call it on its own, not inside a transaction. Events a catch-up read stamped for a writer that died (or stalled
+-- a second) go out with the next stamping writer's batch.
+CREATE FUNCTION events_stamp_turn(p_own bigint[]) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    stamping CONSTANT bigint := hashtextextended('orchestrator:events.seq', 0);
+BEGIN
+    FOR round IN 1..3 LOOP
+        IF NOT events_unstamped(p_own) THEN
+            RETURN false;
+        END IF;
+        IF pg_try_advisory_xact_lock(stamping) THEN
+            PERFORM events_number();
+            RETURN true;
+        END IF;
+        PERFORM advisory_wait(stamping);
+    END LOOP;
+    IF NOT events_unstamped(p_own) THEN
+        RETURN false;
     END IF;
-    RETURN false;
+    PERFORM pg_advisory_xact_lock(stamping);
+    PERFORM events_number();
+    RETURN true;
 END
 $$;
 
