@@ -46,7 +46,7 @@ const FINISH: &str = "if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 
 /// `ARGV[1]`) to the channel (`KEYS[1]`) in order, but only those above the head (`KEYS[2]`: the
 /// newest `seq` published, the doorbell of every workspace), which then moves to the last sent. So
 /// the channel carries `seq`s in strictly increasing order however publishers race, and an event
-/// is sent once however many batches hold it (migration 0014). When it sent any, it rings the
+/// is sent once however many batches hold it (migration 0013). When it sent any, it rings the
 /// doorbells of the batch's workspaces too: each key after the head (`KEYS[j]`) is set to its
 /// `seq` (`ARGV[2n + j - 1]`; see [`orchestrator_core::live::doorbells`]). In one script, so a
 /// doorbell never rings before the events it announces are out. A doorbell lasts a day after its

@@ -364,7 +364,7 @@ impl Committed {
     /// Gives the committed events their `seq` (a short step under the lock that numbers events),
     /// then, if this request numbered them, publishes every event not yet published: a batch read
     /// without a lock, sent to Redis (which sends only what it has not sent yet, in `seq` order),
-    /// then marked (migrations 0007 and 0014). A request whose events another numbered leaves them
+    /// then marked (migrations 0007 and 0013). A request whose events another numbered leaves them
     /// to it. Without Redis the events are only stamped, so catch-up reads see them; they go out
     /// with a later request's batch. Failures are logged; an event left without a `seq` is stamped
     /// by the next writer or catch-up read, one left unmarked goes out with the next batch.

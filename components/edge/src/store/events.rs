@@ -3,7 +3,7 @@
 //! (with everything else committed by then), and the request that numbered them
 //! reads the numbered ones not yet published ([`unpublished`]), publishes them
 //! to Redis and marks them ([`published_through`]). Why the order is kept this
-//! way, and what that promises readers and subscribers: migrations 0007 and 0014.
+//! way, and what that promises readers and subscribers: migrations 0007 and 0013.
 
 use super::ms;
 use super::settle::Statement;
@@ -47,7 +47,7 @@ pub(super) fn with_insert(statement: &mut Statement, events: &[NewEvent]) -> Opt
 /// Gives `own` (committed events, by `pos`) their `seq`, with every other committed event still
 /// waiting, unless another writer's stamp has done it already. Not inside a transaction: the lock
 /// that orders events is held for this statement alone. Whether this call stamped them: that
-/// writer publishes what it stamped, the others leave their events to it (migration 0014).
+/// writer publishes what it stamped, the others leave their events to it (migration 0013).
 pub async fn stamp(db: &Db, own: &[i64]) -> Result<bool, ApiError> {
     db.row("SELECT events_stamp_turn($1::int8[])", [positions(own)])
         .await?

@@ -1,4 +1,4 @@
--- 0015_wider_job_count_stripes.sql — 64 stripes per job counter instead of 16.
+-- 0014_wider_job_count_stripes.sql — 64 stripes per job counter instead of 16.
 --
 -- A submission holds the counter row of its job's stripe (workspace, PENDING, depth, stripe) from its INSERT to its
 -- COMMIT. Sampling pg_stat_activity every 50 ms during `scripts/bench` submit at 64 connections in one workspace, on
