@@ -381,14 +381,15 @@ impl Committed {
             // unmarked is the batch another stamper is sending and marking at this moment.
             let head = cache.published_head().await?;
             let batch = events::unpublished(&self.db, head).await?;
+            // Nothing after the head: another stamper sent it all, and marks it.
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
             cache.publish(channel, &batch).await?;
             // Once the script has run, every event up to the batch's last is out: sent by it, or
             // before it (the head had passed it). So all of them are marked, even when it sent
             // none, or events another publisher sent and failed to mark would stay unmarked.
-            match batch.last().map_or(head, |last| last.seq) {
-                0 => Ok(()),
-                through => events::published_through(&self.db, through).await,
-            }
+            events::published_through(&self.db, last.seq).await
         };
         if let Err(e) = outcome.await {
             eprintln!("events not published yet: {e}");
