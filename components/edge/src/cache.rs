@@ -3,6 +3,12 @@
 //! record; Redis only saves a round trip and turns a concurrent duplicate into
 //! 409 instead of a wait. Revocations live in Redis alone (the seed's token
 //! blacklist).
+//!
+//! Under Spin every `Connection::open` is a new TCP connection, whose commands
+//! wait for ever if Redis stops answering. So an instance keeps one
+//! connection for its requests while it is serving (multiplexed: its
+//! concurrent requests share it) and lets it go when a command on it fails,
+//! and every call is bounded by [`REDIS_WAIT`].
 
 use orchestrator_core::ApiError;
 use orchestrator_core::auth::Principal;
@@ -13,10 +19,27 @@ use orchestrator_core::keyspace::Keyspace;
 use orchestrator_core::revocation::{Revocation, RevocationRecord};
 use serde::{Deserialize, Serialize};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
 
 pub struct Cache {
-    connection: Connection,
+    connection: Rc<Connection>,
     keys: Keyspace,
+}
+
+/// The longest the app waits for Redis in one call, opening a connection or one command; then
+/// the call fails as if Redis were out (a keyed write answers 503, a revocation check fails open).
+pub const REDIS_WAIT: Duration = Duration::from_secs(2);
+
+thread_local! {
+    /// The connection this instance's requests share, with the address it is to.
+    static KEPT: RefCell<Option<(String, Rc<Connection>)>> = const { RefCell::new(None) };
+}
+
+/// Closes the instance's connection: its last request ended (see [`crate::db::Serving`]).
+pub(crate) fn let_go() {
+    KEPT.set(None);
 }
 
 /// What Redis knows of an idempotency key.
@@ -75,12 +98,53 @@ struct Cached {
 }
 
 impl Cache {
+    /// The instance's connection to `redis_url`, opened if it has none.
     pub async fn connect(redis_url: &str, database_url: &str) -> Result<Self, ApiError> {
-        let connection = Connection::open(redis_url).await.map_err(unavailable)?;
+        let kept = KEPT.with_borrow(|kept| {
+            kept.as_ref()
+                .filter(|(url, _)| url == redis_url)
+                .map(|(_, connection)| connection.clone())
+        });
+        let connection = match kept {
+            Some(connection) => connection,
+            None => {
+                let opened = crate::within(REDIS_WAIT, Connection::open(redis_url))
+                    .await
+                    .ok_or_else(|| timed_out("a connection"))?;
+                let connection = Rc::new(opened.map_err(unavailable)?);
+                KEPT.set(Some((redis_url.to_owned(), connection.clone())));
+                connection
+            }
+        };
         Ok(Self {
             connection,
             keys: Keyspace::for_database(database_url),
         })
+    }
+
+    /// Runs one command, bounded by [`REDIS_WAIT`]. A failure may have left the connection
+    /// broken (Redis restarted) or in an unknown state (a reply never came): the instance lets it
+    /// go, and its next request opens another.
+    async fn execute(
+        &self,
+        command: &str,
+        arguments: impl IntoIterator<Item = RedisParameter>,
+    ) -> Result<Vec<RedisResult>, ApiError> {
+        let answer = crate::within(REDIS_WAIT, self.connection.execute(command, arguments))
+            .await
+            .ok_or_else(|| timed_out(command))
+            .and_then(|answer| answer.map_err(unavailable));
+        if answer.is_err() {
+            KEPT.with_borrow_mut(|kept| {
+                if kept
+                    .as_ref()
+                    .is_some_and(|(_, connection)| Rc::ptr_eq(connection, &self.connection))
+                {
+                    *kept = None;
+                }
+            });
+        }
+        answer
     }
 
     fn keys(&self, scope_key: &str) -> [String; 2] {
@@ -90,6 +154,11 @@ impl Cache {
         ]
     }
 
+    /// Whether Redis answers on this connection.
+    pub async fn ping(&self) -> Result<(), ApiError> {
+        self.execute("PING", []).await.map(drop)
+    }
+
     /// What is recorded against the caller's token and its subject, in one round trip.
     pub async fn revocation(&self, caller: &Principal) -> Result<RevocationRecord, ApiError> {
         let keys = [
@@ -97,11 +166,7 @@ impl Cache {
             self.keys.subject_not_before(&caller.subject),
         ];
         let arguments = keys.map(|key| RedisParameter::Binary(key.into_bytes()));
-        let values = self
-            .connection
-            .execute("MGET", arguments)
-            .await
-            .map_err(unavailable)?;
+        let values = self.execute("MGET", arguments).await?;
         let present = |value: Option<&RedisResult>| matches!(value, Some(RedisResult::Binary(_)));
         let subject_not_before = match values.get(1) {
             Some(RedisResult::Binary(bytes)) => Some(
@@ -131,11 +196,7 @@ impl Cache {
             RedisParameter::Binary(b"EX".to_vec()),
             RedisParameter::Int64(revocation.ttl_secs),
         ];
-        self.connection
-            .execute("SET", arguments)
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        self.execute("SET", arguments).await.map(drop)
     }
 
     pub async fn claim(&self, scope_key: &str) -> Result<Claim, ApiError> {
@@ -213,11 +274,7 @@ impl Cache {
             arguments.push(RedisParameter::Binary(payload));
         }
         arguments.extend(rung.iter().map(|(_, seq)| RedisParameter::Int64(*seq)));
-        self.connection
-            .execute("EVAL", arguments)
-            .await
-            .map(drop)
-            .map_err(|e| ApiError::Unavailable(format!("redis publish: {e:?}")))
+        self.execute("EVAL", arguments).await.map(drop)
     }
 
     /// What rings when events of `workspace` (of any, with `None`) are published: it changes with
@@ -228,10 +285,8 @@ impl Cache {
     ) -> Result<Option<Vec<u8>>, ApiError> {
         let key = self.keys.events_head(workspace.map(WorkspaceId::as_str));
         let values = self
-            .connection
             .execute("GET", [RedisParameter::Binary(key.into_bytes())])
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(match values.into_iter().next() {
             Some(RedisResult::Binary(bytes)) => Some(bytes),
             _ => None,
@@ -262,13 +317,14 @@ impl Cache {
                 .map(|k| RedisParameter::Binary(k.into_bytes())),
         );
         arguments.extend(args);
-        self.connection
-            .execute("EVAL", arguments)
-            .await
-            .map_err(unavailable)
+        self.execute("EVAL", arguments).await
     }
 }
 
 fn unavailable(error: spin_sdk::redis::Error) -> ApiError {
     ApiError::Unavailable(format!("redis: {error:?}"))
+}
+
+fn timed_out(what: &str) -> ApiError {
+    ApiError::Unavailable(format!("Redis did not answer {what} within {REDIS_WAIT:?}"))
 }

@@ -72,9 +72,9 @@ impl Drop for Counted {
     }
 }
 
-/// A request being served. When the instance's last one ends, its kept connections go back to
-/// the pool: an instance between bursts, or retired after its last request, keeps none from the
-/// instances that are serving.
+/// A request being served. When the instance's last one ends, its kept Postgres connections go
+/// back to the pool (an instance between bursts, or retired after its last request, keeps none
+/// from the instances that are serving), and its Redis connection closes (see [`crate::cache`]).
 pub struct Serving {
     _counted: Counted,
 }
@@ -92,6 +92,7 @@ impl Drop for Serving {
         // The count still includes this request: its `Counted` is dropped after this runs.
         if SERVING.get() == 1 {
             IDLE.with_borrow_mut(Vec::clear);
+            crate::cache::let_go();
         }
     }
 }
@@ -317,14 +318,11 @@ fn kept(url: &str) -> Option<pg::Connection> {
 /// `call`, unless it takes longer than [`POSTGRES_WAIT`]: then a 503. Dropping the call abandons it;
 /// the connection it was on is doubtful and is not kept.
 async fn bounded<T>(what: &str, call: impl Future<Output = T>) -> Result<T, ApiError> {
-    let call = std::pin::pin!(call);
-    let deadline = std::pin::pin!(spin_sdk::time::sleep(POSTGRES_WAIT));
-    match futures::future::select(call, deadline).await {
-        futures::future::Either::Left((answer, _)) => Ok(answer),
-        futures::future::Either::Right(_) => Err(ApiError::Unavailable(format!(
+    crate::within(POSTGRES_WAIT, call).await.ok_or_else(|| {
+        ApiError::Unavailable(format!(
             "Postgres did not answer {what} within {POSTGRES_WAIT:?}"
-        ))),
-    }
+        ))
+    })
 }
 
 fn query_error(e: pg::Error) -> ApiError {

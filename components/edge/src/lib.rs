@@ -46,3 +46,14 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     getrandom::fill(&mut bytes).expect("the host provides random bytes");
     bytes
 }
+
+/// `call`'s answer, or `None` when it takes longer than `limit` (the call is then dropped, which
+/// abandons it). Spin bounds no wait on Postgres or Redis, so the app bounds each call itself.
+pub async fn within<T>(limit: std::time::Duration, call: impl Future<Output = T>) -> Option<T> {
+    let call = std::pin::pin!(call);
+    let deadline = std::pin::pin!(spin_sdk::time::sleep(limit));
+    match futures::future::select(call, deadline).await {
+        futures::future::Either::Left((answer, _)) => Some(answer),
+        futures::future::Either::Right(_) => None,
+    }
+}

@@ -163,16 +163,15 @@ where
         request.header(rules::ALIAS_HEADER).as_deref(),
     )?;
     let config = &context.config;
-    let cache = Cache::connect(&config.redis_url, &config.database_url).await;
     let Some(key) = key else {
         let db = context.db().await?;
         let committed = way(db, None).await?;
         committed
-            .publish(cache.as_ref().ok(), &config.events_channel)
+            .publish(context.cache.as_ref().ok(), &config.events_channel)
             .await;
         return Ok(committed.reply);
     };
-    let cache = cache?;
+    let cache = context.cache.as_ref().map_err(Clone::clone)?;
     let keyed = Keyed {
         scope_key: rules::scope_key(
             &context.caller.subject,
@@ -218,9 +217,7 @@ where
         }
     }
     let committed = outcome?;
-    committed
-        .publish(Some(&cache), &config.events_channel)
-        .await;
+    committed.publish(Some(cache), &config.events_channel).await;
     Ok(committed.reply)
 }
 

@@ -7,10 +7,10 @@
 
 use orchestrator_core::ApiError;
 use orchestrator_edge::Reply;
+use orchestrator_edge::cache::Cache;
 use orchestrator_edge::config::variable;
 use orchestrator_edge::db::Db;
 use serde_json::{Map, json};
-use spin_sdk::redis::Connection;
 
 const OK: &str = "ok";
 const FAILED: &str = "unavailable";
@@ -18,7 +18,8 @@ const FAILED: &str = "unavailable";
 pub async fn check() -> Result<Reply, ApiError> {
     let database_url = variable("database_url").await?;
     let redis_url = variable("redis_url").await?;
-    let (postgres, redis) = futures::join!(postgres(&database_url), redis(&redis_url));
+    let (postgres, redis) =
+        futures::join!(postgres(&database_url), redis(&redis_url, &database_url));
     let mut checks = Map::new();
     let mut failed = Vec::new();
     for (name, result) in [("postgres", postgres), ("redis", redis)] {
@@ -52,12 +53,7 @@ async fn postgres(url: &str) -> Result<(), ApiError> {
     Db::connect(url).await?.ping().await
 }
 
-async fn redis(url: &str) -> Result<(), ApiError> {
-    let unavailable = |e| ApiError::Unavailable(format!("{e:?}"));
-    let connection = Connection::open(url).await.map_err(unavailable)?;
-    connection
-        .execute("PING", [])
-        .await
-        .map(drop)
-        .map_err(unavailable)
+/// A `PING`, bounded as every Redis call is ([`orchestrator_edge::cache::REDIS_WAIT`]).
+async fn redis(url: &str, database_url: &str) -> Result<(), ApiError> {
+    Cache::connect(url, database_url).await?.ping().await
 }

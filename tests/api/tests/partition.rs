@@ -1,9 +1,10 @@
-//! A Postgres that stops answering without closing its connections — a partition, a hung host —
-//! between the app and the database: every request answers 503 within a bounded time instead of
-//! waiting for the operating system to give up, requests do not pile up, nothing is half-written,
-//! and the app serves again as soon as the database answers again.
+//! A Postgres or a Redis that stops answering without closing its connections — a partition, a
+//! hung host — between the app and the server: every request answers within a bounded time
+//! instead of waiting for the operating system to give up (neither Spin nor its drivers bound a
+//! wait), requests do not pile up, nothing is half-written, and the app serves again as soon as
+//! the server answers again.
 //!
-//! The partition is a throwaway TCP proxy on 127.0.0.1 in front of the shared Postgres that, when
+//! The partition is a throwaway TCP proxy on 127.0.0.1 in front of the shared server that, when
 //! told to, keeps every connection open but forwards nothing.
 
 use api_tests::{TestApp, TestDatabase, assert_error, member, spawn_app_on};
@@ -19,7 +20,7 @@ use tokio::task::JoinSet;
 /// What the issue asks of a partition: a 503 within this.
 const BOUND: Duration = Duration::from_secs(5);
 
-/// Forwards 127.0.0.1:<port> to the shared Postgres while `forwarding` is true; while it is false,
+/// Forwards 127.0.0.1:<port> to a shared server while `forwarding` is true; while it is false,
 /// holds every byte (and every new connection's handshake) without closing anything.
 struct BlackHoleProxy {
     port: u16,
@@ -28,7 +29,7 @@ struct BlackHoleProxy {
 }
 
 impl BlackHoleProxy {
-    async fn start() -> Self {
+    async fn start(server_port: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (forwarding, gate) = watch::channel(true);
@@ -36,7 +37,7 @@ impl BlackHoleProxy {
         tasks.spawn(async move {
             let mut pumps = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect("127.0.0.1:5432").await else {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)).await else {
                     continue;
                 };
                 let (client_read, client_write) = client.into_split();
@@ -149,7 +150,7 @@ async fn wave(app: &Arc<TestApp>, wave: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_that_stops_answering_is_a_503_in_bounded_time_and_service_resumes() {
     let db = Arc::new(TestDatabase::create().await.expect("test database"));
-    let proxy = BlackHoleProxy::start().await;
+    let proxy = BlackHoleProxy::start(5432).await;
     let through_proxy = db
         .url
         .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
@@ -224,4 +225,143 @@ async fn a_postgres_that_stops_answering_is_a_503_in_bounded_time_and_service_re
         .unwrap();
     assert_error(again, 409, "INVALID_STATE_TRANSITION").await;
     api_tests::forget_redis_keys(&through_proxy).await;
+}
+
+/// Each kind of request at once while Redis is black-holed, twice over: reads answer (the
+/// revocation check fails open), keyed writes are refused with 503 and write nothing, a write
+/// without a key commits and its event waits in the outbox; each within [`BOUND`].
+async fn redis_wave(app: &Arc<TestApp>, wave: usize) {
+    let mut requests = JoinSet::new();
+    for n in 0..12 {
+        let app = Arc::clone(app);
+        requests.spawn(async move {
+            let worker = format!("w_{wave}_{n}");
+            let (method, path, body, key, expected) = match n % 3 {
+                0 => (
+                    Method::GET,
+                    "/api/supervisor/workers/w_1".to_owned(),
+                    None,
+                    None,
+                    200,
+                ),
+                1 => (
+                    Method::POST,
+                    "/api/supervisor/workers/w_1/start".to_owned(),
+                    Some(json!({})),
+                    Some(format!("redis-partition-{wave}-{n}")),
+                    503,
+                ),
+                _ => (
+                    Method::POST,
+                    "/api/supervisor/workers".to_owned(),
+                    Some(json!({"id": worker, "workspace_id": "ws_a"})),
+                    None,
+                    201,
+                ),
+            };
+            // A request that hangs fails the test instead of hanging it.
+            let answer = timed(&app, method, &path, body, key.as_deref());
+            let (status, answer, took) = tokio::time::timeout(2 * BOUND, answer)
+                .await
+                .unwrap_or_else(|_| panic!("{path}: no answer within {:?}", 2 * BOUND));
+            (path, expected, status, answer, took)
+        });
+    }
+    while let Some(outcome) = requests.join_next().await {
+        let (path, expected, status, answer, took) = outcome.unwrap();
+        assert_eq!(status, expected, "{path} with Redis black-holed: {answer}");
+        assert!(took < BOUND, "{path} took {took:?} to answer {status}");
+        if status == 503 {
+            assert_eq!(answer["error"]["code"], "UNAVAILABLE", "{answer}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_that_stops_answering_costs_a_bounded_wait_and_service_resumes() {
+    let db = Arc::new(TestDatabase::create().await.expect("test database"));
+    let proxy = BlackHoleProxy::start(6379).await;
+    let app = Arc::new(
+        spawn_app_on(&db, |options| {
+            options
+                .variable("redis_url", format!("redis://127.0.0.1:{}", proxy.port))
+                .variable("redis_host", format!("127.0.0.1:{}", proxy.port))
+        })
+        .await,
+    );
+    app.register_worker("w_1", "ws_a").await;
+    let mut subscriber = app.subscribe().await;
+    // A read waiting for w_1 to change keeps its instance serving, and so its Redis connection
+    // (the doorbell the read watches is read on it): requests that instance takes meanwhile meet
+    // Redis going dark on a connection they already have, not only when opening one.
+    let waiting = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            timed(
+                &app,
+                Method::GET,
+                "/api/supervisor/workers/w_1?wait=20&after_version=1",
+                None,
+                None,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    proxy.black_hole();
+    let started = Instant::now();
+    redis_wave(&app, 1).await;
+    redis_wave(&app, 2).await;
+    let partitioned_for = started.elapsed();
+    assert!(partitioned_for < 2 * BOUND, "{partitioned_for:?}");
+    // The keyed starts wrote nothing; the eight registrations committed, their events waiting.
+    let worker = app.get_ok("/api/supervisor/workers/w_1", &member()).await;
+    assert_eq!(worker["status"], "IDLE", "{worker}");
+    assert_eq!(
+        app.select_int("SELECT count(*) FROM events WHERE published_at IS NULL")
+            .await,
+        8
+    );
+
+    proxy.forward();
+    let recovered = Instant::now();
+    let moved = loop {
+        let (status, moved, _) = timed(
+            &app,
+            Method::POST,
+            "/api/supervisor/workers/w_1/start",
+            Some(json!({})),
+            Some("redis-partition-1-1"),
+        )
+        .await;
+        if status == 200 {
+            break moved;
+        }
+        assert_eq!(status, 503, "{moved}");
+        assert!(
+            recovered.elapsed() < Duration::from_secs(30),
+            "no recovery after the partition"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(moved["status"], "RUNNING", "{moved}");
+    // The events that waited go out with the first write after, oldest first, then its own.
+    let received = subscriber.receive_exactly(9).await;
+    let kinds: Vec<&str> = received.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "worker.registered").count(),
+        8,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"worker.state.changed"), "{kinds:?}");
+    assert!(app.events().await.iter().all(|e| e.published));
+    // The waiting read saw the start.
+    let (status, read, _) = waiting.await.unwrap();
+    assert_eq!(
+        (status, read["status"].as_str()),
+        (200, Some("RUNNING")),
+        "{read}"
+    );
+    api_tests::forget_redis_keys(&db.url).await;
 }
