@@ -85,7 +85,6 @@ impl App {
         let linker = engine::linker(&engine)?;
         let services = Arc::new(Services {
             postgres: crate::postgres::Pools::new(options.postgres_pool_size),
-            redis: crate::redis::Clients::default(),
         });
         // One permit per instance slot: an instance beyond the pool waits for
         // a slot instead of failing to instantiate.

@@ -1,76 +1,51 @@
 //! `spin:redis/redis@3.0.0` on the `redis` crate.
 //!
-//! One multiplexed, self-reconnecting connection per address serves every
-//! instance: a guest's `connection` is a cheap handle to it, so opening one
-//! per request costs no round trip, and a Redis restart heals without
-//! restarting the host.
+//! As under Spin, every `connection` a guest opens is a TCP connection of its own (a multiplexed
+//! one, so that commands a guest sends on it concurrently are pipelined), opened with the
+//! crate's defaults: no timeout on connecting or on a reply, and no reconnecting. It closes when
+//! the guest drops the resource, or with its instance. A guest that wants fewer connects keeps
+//! its connection; one that wants bounded waits bounds them itself.
 
 use crate::bindings::spin::redis::redis::{
     Error, HostConnection, HostConnectionWithStore, Payload, RedisParameter, RedisResult,
 };
 use crate::outbound::{default_port, suggestion};
 use crate::state::{HostState, Spin, Usage};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::collections::HashMap;
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Mutex;
 use wasmtime::Result;
 use wasmtime::component::{Accessor, Resource};
 
-/// Shared connections, one per address.
-#[derive(Default)]
-pub struct Clients {
-    by_address: Mutex<HashMap<String, ConnectionManager>>,
-}
-
 /// The host side of a guest's `connection` resource.
-pub struct Connection(ConnectionManager, Arc<Usage>);
+pub struct Connection(MultiplexedConnection, Arc<Usage>);
 
-/// How long a command may wait for Redis before the guest gets an error.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-impl Clients {
-    async fn open(
-        &self,
-        allowed: &crate::outbound::AllowList,
-        address: &str,
-    ) -> Result<ConnectionManager, Error> {
-        let url = url::Url::parse(address).map_err(|_| Error::InvalidAddress)?;
-        let host = url.host_str().ok_or(Error::InvalidAddress)?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = url
-            .port()
-            .or_else(|| default_port(url.scheme()))
-            .ok_or(Error::InvalidAddress)?;
-        if !allowed.allows(url.scheme(), host, port) {
-            tracing::warn!(
-                "A component tried to make an outbound connection to {}://{host}:{port}, which is not permitted; \
-                 to allow it, add {} to the component in spin.toml",
-                url.scheme(),
-                suggestion(url.scheme(), host, port)
-            );
-            return Err(Error::InvalidAddress);
-        }
-        // Held across the connect so concurrent first requests share one connection.
-        let mut clients = self.by_address.lock().await;
-        if let Some(connection) = clients.get(address) {
-            return Ok(connection.clone());
-        }
-        let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            // No backoff inside the manager: a command during an outage fails
-            // at once (the guest answers 503) instead of waiting out a sleep.
-            .set_number_of_retries(0);
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(other)?;
-        clients.insert(address.to_owned(), connection.clone());
-        Ok(connection)
+/// Opens a connection to `address` if the component may reach it.
+async fn connect(
+    allowed: &crate::outbound::AllowList,
+    address: &str,
+) -> Result<MultiplexedConnection, Error> {
+    let url = url::Url::parse(address).map_err(|_| Error::InvalidAddress)?;
+    let host = url.host_str().ok_or(Error::InvalidAddress)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url
+        .port()
+        .or_else(|| default_port(url.scheme()))
+        .ok_or(Error::InvalidAddress)?;
+    if !allowed.allows(url.scheme(), host, port) {
+        tracing::warn!(
+            "A component tried to make an outbound connection to {}://{host}:{port}, which is not permitted; \
+             to allow it, add {} to the component in spin.toml",
+            url.scheme(),
+            suggestion(url.scheme(), host, port)
+        );
+        return Err(Error::InvalidAddress);
     }
+    redis::Client::open(address)
+        .map_err(|_| Error::InvalidAddress)?
+        .get_multiplexed_async_connection_with_config(&AsyncConnectionConfig::new())
+        .await
+        .map_err(other)
 }
 
 fn other(e: redis::RedisError) -> Error {
@@ -88,18 +63,12 @@ async fn run<T: redis::FromRedisValue>(
     connection: &Resource<Connection>,
     command: redis::Cmd,
 ) -> Result<Result<T, Error>> {
-    let mut manager = accessor.with(|mut access| -> Result<ConnectionManager> {
-        let Connection(manager, usage) = access.get().table.get(connection)?;
+    let mut connection = accessor.with(|mut access| -> Result<MultiplexedConnection> {
+        let Connection(connection, usage) = access.get().table.get(connection)?;
         Usage::count(&usage.redis_commands);
-        Ok(manager.clone())
+        Ok(connection.clone())
     })?;
-    let result = match command.query_async(&mut manager).await {
-        // Refused: the command was never sent, and the manager has just begun
-        // a fresh connection, so one more try reaches a server that is back.
-        Err(e) if e.is_connection_refusal() => command.query_async(&mut manager).await,
-        result => result,
-    };
-    Ok(result.map_err(other))
+    Ok(command.query_async(&mut connection).await.map_err(other))
 }
 
 impl HostConnectionWithStore<HostState> for Spin {
@@ -107,17 +76,10 @@ impl HostConnectionWithStore<HostState> for Spin {
         accessor: Guest<'_>,
         address: String,
     ) -> Result<Result<Resource<Connection>, Error>> {
-        let (component, services, usage) = accessor.with(|mut access| access.get().outbound());
-        match services
-            .redis
-            .open(&component.allowed_hosts, &address)
-            .await
-        {
-            Ok(manager) => {
-                Ok(Ok(accessor.with(|mut access| {
-                    access.get().table.push(Connection(manager, usage))
-                })?))
-            }
+        let (component, _, usage) = accessor.with(|mut access| access.get().outbound());
+        match connect(&component.allowed_hosts, &address).await {
+            Ok(connection) => Ok(Ok(accessor
+                .with(|mut access| access.get().table.push(Connection(connection, usage)))?)),
             Err(e) => Ok(Err(e)),
         }
     }

@@ -19,7 +19,6 @@ pub struct ComponentContext {
 /// Connections shared by all instances of all components, as Spin pools them.
 pub struct Services {
     pub postgres: crate::postgres::Pools,
-    pub redis: crate::redis::Clients,
 }
 
 /// What one request asked of the outside world, for the request log and

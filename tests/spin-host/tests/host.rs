@@ -335,6 +335,34 @@ async fn redis_commands_reach_the_server() {
     );
 }
 
+#[tokio::test]
+async fn each_redis_connection_is_its_own_and_closes_with_its_resource_as_under_spin() {
+    let (_running, base) = serve(options()).await;
+    let (status, ids) = get(&format!("{base}/probe/redis-connections")).await;
+    assert_eq!(status, 200, "{ids}");
+    let ids: Vec<&str> = ids.split(' ').collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1], "two opens shared one connection");
+    // Dropped by the guest, each connection closes: Redis lists neither for long.
+    let redis = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut own = redis.get_multiplexed_async_connection().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let listed: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("ID")
+            .arg(&ids)
+            .query_async(&mut own)
+            .await
+            .unwrap();
+        if listed.trim().is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still open: {listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// 64 requests at once, each waiting in Postgres: with Spin's reuse an instance takes at most 16
 /// of them, so at least four instances serve them, and far fewer than one each.
 #[tokio::test]
