@@ -165,10 +165,12 @@ impl Doorbell {
     }
 }
 
+/// When a bell was last asked, and what it said then.
+type Heard = (Instant, Option<Vec<u8>>);
+
 thread_local! {
-    /// What each bell said when this instance last asked, and when.
-    static LAST_HEARD: RefCell<HashMap<Option<WorkspaceId>, (Instant, Option<Vec<u8>>)>> =
-        RefCell::new(HashMap::new());
+    /// What each bell (of a workspace, or of all with `None`) said when this instance last asked.
+    static LAST_HEARD: RefCell<HashMap<Option<WorkspaceId>, Heard>> = RefCell::new(HashMap::new());
 }
 
 /// What a waiting read reads: the object's version, where it lives, and the reply showing it.
