@@ -6,9 +6,9 @@
 //!
 //! Under Spin every `Connection::open` is a new TCP connection, whose commands
 //! wait for ever if Redis stops answering. So an instance keeps one
-//! connection for its requests while it is serving (multiplexed: its
-//! concurrent requests share it) and lets it go when a command on it fails,
-//! and every call is bounded by [`REDIS_WAIT`].
+//! connection for its requests (multiplexed: its concurrent requests share
+//! it) while it is serving and briefly after, lets it go when a command on it
+//! fails, and bounds every call by [`REDIS_WAIT`].
 
 use orchestrator_core::ApiError;
 use orchestrator_core::auth::Principal;
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Cache {
     connection: Rc<Connection>,
@@ -32,14 +32,48 @@ pub struct Cache {
 /// the call fails as if Redis were out (a keyed write answers 503, a revocation check fails open).
 pub const REDIS_WAIT: Duration = Duration::from_secs(2);
 
-thread_local! {
-    /// The connection this instance's requests share, with the address it is to.
-    static KEPT: RefCell<Option<(String, Rc<Connection>)>> = const { RefCell::new(None) };
+/// How long an instance keeps its connection once its last request ended: under load its
+/// requests come and go, and between two of them it may serve none for a moment.
+const KEPT_IDLE: Duration = Duration::from_millis(250);
+
+/// The connection an instance's requests share.
+struct Kept {
+    url: String,
+    connection: Rc<Connection>,
+    /// Since when the instance has served no request, if it serves none now.
+    idle_since: Option<Instant>,
 }
 
-/// Closes the instance's connection: its last request ended (see [`crate::db::Serving`]).
-pub(crate) fn let_go() {
-    KEPT.set(None);
+thread_local! {
+    static KEPT: RefCell<Option<Kept>> = const { RefCell::new(None) };
+}
+
+/// The instance's last request ended (see [`crate::db::Serving`]): its connection is kept for
+/// [`KEPT_IDLE`] only, so one that Redis closed meanwhile (a restart) is rarely met.
+pub(crate) fn went_idle() {
+    KEPT.with_borrow_mut(|kept| {
+        if let Some(kept) = kept {
+            kept.idle_since = Some(Instant::now());
+        }
+    });
+}
+
+/// The kept connection to `url`, unless it has been idle too long.
+fn kept(url: &str) -> Option<Rc<Connection>> {
+    KEPT.with_borrow_mut(|slot| {
+        let fresh = slot.as_ref().is_some_and(|kept| {
+            kept.url == url
+                && kept
+                    .idle_since
+                    .is_none_or(|since| since.elapsed() < KEPT_IDLE)
+        });
+        if !fresh {
+            *slot = None;
+        }
+        let kept = slot.as_mut()?;
+        kept.idle_since = None;
+        Some(kept.connection.clone())
+    })
 }
 
 /// What Redis knows of an idempotency key.
@@ -100,19 +134,18 @@ struct Cached {
 impl Cache {
     /// The instance's connection to `redis_url`, opened if it has none.
     pub async fn connect(redis_url: &str, database_url: &str) -> Result<Self, ApiError> {
-        let kept = KEPT.with_borrow(|kept| {
-            kept.as_ref()
-                .filter(|(url, _)| url == redis_url)
-                .map(|(_, connection)| connection.clone())
-        });
-        let connection = match kept {
+        let connection = match kept(redis_url) {
             Some(connection) => connection,
             None => {
                 let opened = crate::within(REDIS_WAIT, Connection::open(redis_url))
                     .await
                     .ok_or_else(|| timed_out("a connection"))?;
                 let connection = Rc::new(opened.map_err(unavailable)?);
-                KEPT.set(Some((redis_url.to_owned(), connection.clone())));
+                KEPT.set(Some(Kept {
+                    url: redis_url.to_owned(),
+                    connection: connection.clone(),
+                    idle_since: None,
+                }));
                 connection
             }
         };
@@ -138,7 +171,7 @@ impl Cache {
             KEPT.with_borrow_mut(|kept| {
                 if kept
                     .as_ref()
-                    .is_some_and(|(_, connection)| Rc::ptr_eq(connection, &self.connection))
+                    .is_some_and(|kept| Rc::ptr_eq(&kept.connection, &self.connection))
                 {
                     *kept = None;
                 }
