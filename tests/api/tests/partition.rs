@@ -291,20 +291,13 @@ async fn a_redis_that_stops_answering_costs_a_bounded_wait_and_service_resumes()
     );
     app.register_worker("w_1", "ws_a").await;
     let mut subscriber = app.subscribe().await;
-    // A read waiting for w_1 to change keeps its instance serving, and so its Redis connection
-    // (the doorbell the read watches is read on it): requests that instance takes meanwhile meet
-    // Redis going dark on a connection they already have, not only when opening one.
+    // A read waiting for w_1 to change, on a Redis connection it already has (the doorbell it
+    // watches is read on it) when Redis goes dark.
     let waiting = {
         let app = Arc::clone(&app);
         tokio::spawn(async move {
-            timed(
-                &app,
-                Method::GET,
-                "/api/supervisor/workers/w_1?wait=20&after_version=1",
-                None,
-                None,
-            )
-            .await
+            let path = "/api/supervisor/workers/w_1?wait=30&after_version=1";
+            timed(&app, Method::GET, path, None, None).await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -323,6 +316,30 @@ async fn a_redis_that_stops_answering_costs_a_bounded_wait_and_service_resumes()
             .await,
         8
     );
+    // Started without a key, w_1 changes while Redis is still dark: the waiting read, whose
+    // doorbell went silent, sees it from Postgres (it looks every 2 s while Redis is out).
+    let (status, moved, _) = timed(
+        &app,
+        Method::POST,
+        "/api/supervisor/workers/w_1/start",
+        Some(json!({})),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, moved["status"].as_str()),
+        (200, Some("RUNNING")),
+        "{moved}"
+    );
+    let (status, read, _) = tokio::time::timeout(BOUND, waiting)
+        .await
+        .expect("the waiting read answers while Redis is dark")
+        .unwrap();
+    assert_eq!(
+        (status, read["status"].as_str()),
+        (200, Some("RUNNING")),
+        "{read}"
+    );
 
     proxy.forward();
     let recovered = Instant::now();
@@ -330,9 +347,9 @@ async fn a_redis_that_stops_answering_costs_a_bounded_wait_and_service_resumes()
         let (status, moved, _) = timed(
             &app,
             Method::POST,
-            "/api/supervisor/workers/w_1/start",
+            "/api/supervisor/workers/w_1/pause",
             Some(json!({})),
-            Some("redis-partition-1-1"),
+            Some("redis-partition-after"),
         )
         .await;
         if status == 200 {
@@ -345,23 +362,19 @@ async fn a_redis_that_stops_answering_costs_a_bounded_wait_and_service_resumes()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(moved["status"], "RUNNING", "{moved}");
+    assert_eq!(moved["status"], "PAUSED", "{moved}");
     // The events that waited go out with the first write after, oldest first, then its own.
-    let received = subscriber.receive_exactly(9).await;
+    let received = subscriber.receive_exactly(10).await;
     let kinds: Vec<&str> = received.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(
-        kinds.iter().filter(|k| **k == "worker.registered").count(),
-        8,
+        kinds,
+        [
+            ["worker.registered"; 8].as_slice(),
+            &["worker.state.changed"; 2]
+        ]
+        .concat(),
         "{kinds:?}"
     );
-    assert_eq!(kinds.last(), Some(&"worker.state.changed"), "{kinds:?}");
     assert!(app.events().await.iter().all(|e| e.published));
-    // The waiting read saw the start.
-    let (status, read, _) = waiting.await.unwrap();
-    assert_eq!(
-        (status, read["status"].as_str()),
-        (200, Some("RUNNING")),
-        "{read}"
-    );
     api_tests::forget_redis_keys(&db.url).await;
 }
