@@ -5,10 +5,10 @@
 //! blacklist).
 //!
 //! Under Spin every `Connection::open` is a new TCP connection, whose commands
-//! wait for ever if Redis stops answering. So a request opens one (the
-//! revocation check, the idempotency claim and publishing share it), which the
-//! instance keeps briefly for its next request unless a command on it failed,
-//! and every call is bounded by [`REDIS_WAIT`].
+//! wait for ever if Redis stops answering. So an instance keeps one
+//! connection for its requests (multiplexed: its concurrent requests share
+//! it) while it is serving and briefly after, lets it go when a command on it
+//! fails, and bounds every call by [`REDIS_WAIT`].
 
 use orchestrator_core::ApiError;
 use orchestrator_core::auth::Principal;
@@ -19,16 +19,12 @@ use orchestrator_core::keyspace::Keyspace;
 use orchestrator_core::revocation::{Revocation, RevocationRecord};
 use serde::{Deserialize, Serialize};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// A connection to Redis for one request (or one stream), and the app's key space in it.
 pub struct Cache {
     connection: Rc<Connection>,
-    url: String,
-    /// A command on the connection failed: it is not kept.
-    failed: Cell<bool>,
     keys: Keyspace,
 }
 
@@ -36,42 +32,48 @@ pub struct Cache {
 /// the call fails as if Redis were out (a keyed write answers 503, a revocation check fails open).
 pub const REDIS_WAIT: Duration = Duration::from_secs(2);
 
-/// How many connections an instance keeps between its requests (as many as it serves at once
-/// under Spin), and for how long: long enough for the next request under load, short enough
-/// that one Redis closed meanwhile (a restart) is rarely met.
-const KEPT: usize = 16;
-const KEPT_FOR: Duration = Duration::from_millis(250);
+/// How long an instance keeps its connection once its last request ended: under load its
+/// requests come and go, and between two of them it may serve none for a moment.
+const KEPT_IDLE: Duration = Duration::from_millis(250);
+
+/// The connection an instance's requests share.
+struct Kept {
+    url: String,
+    connection: Rc<Connection>,
+    /// Since when the instance has served no request, if it serves none now.
+    idle_since: Option<Instant>,
+}
 
 thread_local! {
-    /// Connections the instance's requests left, with their address and when, newest last. Each
-    /// serves one request at a time: under Spin a Redis connection does not set `TCP_NODELAY`, so
-    /// a command sent while another's reply is awaited on the same connection can wait for a
-    /// delayed ACK (about 40 ms).
-    static IDLE: RefCell<Vec<(String, Rc<Connection>, Instant)>> = const { RefCell::new(Vec::new()) };
+    static KEPT: RefCell<Option<Kept>> = const { RefCell::new(None) };
 }
 
-/// The newest connection to `url` left within [`KEPT_FOR`]; older ones are let go.
-fn idle(url: &str) -> Option<Rc<Connection>> {
-    IDLE.with_borrow_mut(|idle| {
-        idle.retain(|(_, _, since)| since.elapsed() < KEPT_FOR);
-        let newest = idle.iter().rposition(|(kept_for, ..)| kept_for == url)?;
-        Some(idle.remove(newest).1)
-    })
-}
-
-impl Drop for Cache {
-    /// Leaves the connection for the instance's next request, unless a command on it failed.
-    fn drop(&mut self) {
-        if self.failed.get() {
-            return;
+/// The instance's last request ended (see [`crate::db::Serving`]): its connection is kept for
+/// [`KEPT_IDLE`] only, so one that Redis closed meanwhile (a restart) is rarely met.
+pub(crate) fn went_idle() {
+    KEPT.with_borrow_mut(|kept| {
+        if let Some(kept) = kept {
+            kept.idle_since = Some(Instant::now());
         }
-        IDLE.with_borrow_mut(|idle| {
-            if idle.len() < KEPT {
-                let url = std::mem::take(&mut self.url);
-                idle.push((url, self.connection.clone(), Instant::now()));
-            }
+    });
+}
+
+/// The kept connection to `url`, unless it has been idle too long.
+fn kept(url: &str) -> Option<Rc<Connection>> {
+    KEPT.with_borrow_mut(|slot| {
+        let fresh = slot.as_ref().is_some_and(|kept| {
+            kept.url == url
+                && kept
+                    .idle_since
+                    .is_none_or(|since| since.elapsed() < KEPT_IDLE)
         });
-    }
+        if !fresh {
+            *slot = None;
+        }
+        let kept = slot.as_mut()?;
+        kept.idle_since = None;
+        Some(kept.connection.clone())
+    })
 }
 
 /// What Redis knows of an idempotency key.
@@ -130,27 +132,32 @@ struct Cached {
 }
 
 impl Cache {
-    /// A connection to `redis_url`: one the instance's last requests left, or a new one.
+    /// The instance's connection to `redis_url`, opened if it has none.
     pub async fn connect(redis_url: &str, database_url: &str) -> Result<Self, ApiError> {
-        let connection = match idle(redis_url) {
+        let connection = match kept(redis_url) {
             Some(connection) => connection,
             None => {
                 let opened = crate::within(REDIS_WAIT, Connection::open(redis_url))
                     .await
                     .ok_or_else(|| timed_out("a connection"))?;
-                Rc::new(opened.map_err(unavailable)?)
+                let connection = Rc::new(opened.map_err(unavailable)?);
+                KEPT.set(Some(Kept {
+                    url: redis_url.to_owned(),
+                    connection: connection.clone(),
+                    idle_since: None,
+                }));
+                connection
             }
         };
         Ok(Self {
             connection,
-            url: redis_url.to_owned(),
-            failed: Cell::new(false),
             keys: Keyspace::for_database(database_url),
         })
     }
 
     /// Runs one command, bounded by [`REDIS_WAIT`]. A failure may have left the connection
-    /// broken (Redis restarted) or in an unknown state (a reply never came): it is not kept.
+    /// broken (Redis restarted) or in an unknown state (a reply never came): the instance lets it
+    /// go, and its next request opens another.
     async fn execute(
         &self,
         command: &str,
@@ -161,7 +168,14 @@ impl Cache {
             .ok_or_else(|| timed_out(command))
             .and_then(|answer| answer.map_err(unavailable));
         if answer.is_err() {
-            self.failed.set(true);
+            KEPT.with_borrow_mut(|kept| {
+                if kept
+                    .as_ref()
+                    .is_some_and(|kept| Rc::ptr_eq(&kept.connection, &self.connection))
+                {
+                    *kept = None;
+                }
+            });
         }
         answer
     }

@@ -72,9 +72,10 @@ impl Drop for Counted {
     }
 }
 
-/// A request being served. When the instance's last one ends, its kept connections go back to
-/// the pool: an instance between bursts, or retired after its last request, keeps none from the
-/// instances that are serving.
+/// A request being served. When the instance's last one ends, its kept Postgres connections go
+/// back to the pool (an instance between bursts, or retired after its last request, keeps none
+/// from the instances that are serving), and its Redis connection is kept only briefly (see
+/// [`crate::cache`]).
 pub struct Serving {
     _counted: Counted,
 }
@@ -92,6 +93,7 @@ impl Drop for Serving {
         // The count still includes this request: its `Counted` is dropped after this runs.
         if SERVING.get() == 1 {
             IDLE.with_borrow_mut(Vec::clear);
+            crate::cache::went_idle();
         }
     }
 }
