@@ -61,15 +61,12 @@ pub(crate) fn went_idle() {
 /// The kept connection to `url`, unless it has been idle too long.
 fn kept(url: &str) -> Option<Rc<Connection>> {
     KEPT.with_borrow_mut(|slot| {
-        let fresh = slot.as_ref().is_some_and(|kept| {
-            kept.url == url
-                && kept
+        slot.take_if(|kept| {
+            kept.url != url
+                || kept
                     .idle_since
-                    .is_none_or(|since| since.elapsed() < KEPT_IDLE)
+                    .is_some_and(|since| since.elapsed() >= KEPT_IDLE)
         });
-        if !fresh {
-            *slot = None;
-        }
         let kept = slot.as_mut()?;
         kept.idle_since = None;
         Some(kept.connection.clone())
@@ -169,12 +166,7 @@ impl Cache {
             .and_then(|answer| answer.map_err(unavailable));
         if answer.is_err() {
             KEPT.with_borrow_mut(|kept| {
-                if kept
-                    .as_ref()
-                    .is_some_and(|kept| Rc::ptr_eq(&kept.connection, &self.connection))
-                {
-                    *kept = None;
-                }
+                kept.take_if(|kept| Rc::ptr_eq(&kept.connection, &self.connection))
             });
         }
         answer

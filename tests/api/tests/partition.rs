@@ -111,6 +111,30 @@ async fn timed(
     (status, body, started.elapsed())
 }
 
+/// Sends the request until it answers 200 (each earlier answer a 503), at most 30 s after the
+/// partition ended, and returns that answer's body.
+async fn served_again(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    key: Option<&str>,
+) -> Value {
+    let recovered = Instant::now();
+    loop {
+        let (status, answer, _) = timed(app, method.clone(), path, body.clone(), key).await;
+        if status == 200 {
+            return answer;
+        }
+        assert_eq!(status, 503, "{path} after the partition: {answer}");
+        assert!(
+            recovered.elapsed() < Duration::from_secs(30),
+            "no recovery after the partition"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A wave of reads, keyed writes and health checks sent at once while Postgres is black-holed: each
 /// must be a 503 within [`BOUND`].
 async fn wave(app: &Arc<TestApp>, wave: usize) {
@@ -173,18 +197,7 @@ async fn a_postgres_that_stops_answering_is_a_503_in_bounded_time_and_service_re
     assert!(partitioned_for < 2 * BOUND, "{partitioned_for:?}");
 
     proxy.forward();
-    let recovered = Instant::now();
-    loop {
-        let (status, _, _) = timed(&app, Method::GET, "/api/health", None, None).await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            recovered.elapsed() < Duration::from_secs(30),
-            "no recovery after the partition"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    served_again(&app, Method::GET, "/api/health", None, None).await;
     // Nothing was half-written: the worker is as registered, with one audit row and one event.
     let worker = app.get_ok("/api/supervisor/workers/w_1", &member()).await;
     assert_eq!(
@@ -342,26 +355,14 @@ async fn a_redis_that_stops_answering_costs_a_bounded_wait_and_service_resumes()
     );
 
     proxy.forward();
-    let recovered = Instant::now();
-    let moved = loop {
-        let (status, moved, _) = timed(
-            &app,
-            Method::POST,
-            "/api/supervisor/workers/w_1/pause",
-            Some(json!({})),
-            Some("redis-partition-after"),
-        )
-        .await;
-        if status == 200 {
-            break moved;
-        }
-        assert_eq!(status, 503, "{moved}");
-        assert!(
-            recovered.elapsed() < Duration::from_secs(30),
-            "no recovery after the partition"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let moved = served_again(
+        &app,
+        Method::POST,
+        "/api/supervisor/workers/w_1/pause",
+        Some(json!({})),
+        Some("redis-partition-after"),
+    )
+    .await;
     assert_eq!(moved["status"], "PAUSED", "{moved}");
     // The events that waited go out with the first write after, oldest first, then its own.
     let received = subscriber.receive_exactly(10).await;

@@ -344,7 +344,7 @@ async fn each_redis_connection_is_its_own_and_closes_with_its_resource_as_under_
     assert_eq!(ids.len(), 2);
     assert_ne!(ids[0], ids[1], "two opens shared one connection");
     // Dropped by the guest, each connection closes: Redis lists neither for long.
-    let redis = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let redis = redis::Client::open(api_tests::REDIS).unwrap();
     let mut own = redis.get_multiplexed_async_connection().await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
